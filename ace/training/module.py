@@ -1,0 +1,283 @@
+"""The one LightningModule: plain training for vanilla models, primal–dual training for ACE models.
+
+It is model- and data-agnostic. The network (any ``nn.Module`` taking a batch) may contain
+:class:`~ace.core.homotopic.HomotopicBranch` layers; the :class:`~ace.data.base.Task` supplies the
+loss, the metric and the group action; the constraint (``ace.core.constraints``) owns λ and u.
+
+Evaluation protocol (``ace_algorithm.md`` §6): every validation pass evaluates each *mode* —
+``eq`` (the projection f_eq, γ := 0, branches skipped) and, for ACE models, ``relaxed``
+(f_eq + γ f_neq) — and logs ``val/<metric>/<mode>``. One checkpoint per mode keeps that mode's
+best validation epoch; ``last.ckpt`` is written every epoch. The test metric of each mode at its own
+best checkpoint is computed by :func:`ace.training.results.test_best_checkpoints`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+
+from ace.core.constraints import HomotopyConstraint
+from ace.core.equivariance import equivariance_error
+from ace.core.homotopic import equivariant_mode, gammas, num_gammas, relaxed_mode
+from ace.core.step import primal_dual_step
+from ace.data.base import Task
+from ace.training.callbacks import ValidateOnLastEpoch
+
+MODES = ("eq", "relaxed")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; training stops before the parameters are touched."""
+
+
+class ACEModule(L.LightningModule):
+    """Train a (possibly homotopic) network, optionally under an ACE constraint.
+
+    Args:
+        net: the network; ``net(batch)`` returns the prediction the task's loss expects.
+        task: loss, metric and group action of the data set (from the DataModule).
+        optimizer: partial of the primal optimizer (θ, γ and the slacks u share it, §4).
+        constraint: partial ``(num_constraints) -> HomotopyConstraint`` or None (no constraint:
+            vanilla training, or the unconstrained f_eq + f_neq baseline).
+        scheduler: optional partial of a primal LR scheduler (stepped once per epoch).
+        grad_clip_norm: clip the primal gradient norm (official EGNO: 1.0).
+        augment_so3: act on every training batch with one random group element per sample
+            (inputs and targets; the "SO(3) augmentation" baseline of Table 2).
+        eq_error_samples: random rotations per sample for the per-epoch equivariance error
+            (paper: 5). The error is measured at the end of each training epoch on that epoch's
+            last training batch, in relaxed mode. 0 disables it.
+        compile: wrap the forward pass in ``torch.compile`` (state-dict keys are unaffected).
+        checkpoint_dir: where ``best_eq.ckpt``, ``best_relaxed.ckpt`` and ``last.ckpt`` go.
+        seed: seeds the generator of the equivariance-error rotations.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        task: Task,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        constraint: Callable[[int], HomotopyConstraint] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        grad_clip_norm: float | None = None,
+        augment_so3: bool = False,
+        eq_error_samples: int = 5,
+        compile: bool = False,
+        checkpoint_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.net = net
+        self.task = task
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.grad_clip_norm = grad_clip_norm
+        self.augment_so3 = augment_so3
+        self.eq_error_samples = eq_error_samples
+        self.checkpoint_dir = checkpoint_dir
+        self.seed = seed
+
+        self.num_gammas = num_gammas(net)
+        self.modes = MODES if self.num_gammas > 0 else ("eq",)
+        self.constraint: HomotopyConstraint | None = None
+        if constraint is not None:
+            if self.num_gammas == 0:
+                raise ValueError(
+                    "a constraint was configured but the model has no homotopic branches; "
+                    "use constraint=none, or a model with ACE branches (model.net.ace_branches=true)"
+                )
+            self.constraint = constraint(num_constraints=self.num_gammas)
+        # Not registered as a submodule: the compiled wrapper shares the parameters of self.net.
+        self._forward_fn = torch.compile(net) if compile else net
+        self._val_sums: dict[str, list[float]] = {}
+        self._last_train_batch: Any = None
+        self._epoch_t0 = 0.0
+
+    # ------------------------------------------------------------------ forward & optimizers
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self._forward_fn(batch)
+
+    def configure_optimizers(self):
+        params = list(self.net.parameters())
+        if self.constraint is not None:
+            params += self.constraint.primal_parameters()
+        primal = self.optimizer_factory(params)
+        optimizers = [primal]
+        if self.constraint is not None:
+            optimizers.append(self.constraint.make_dual_optimizer())
+        if self.scheduler_factory is None:
+            return optimizers
+        return optimizers, [{"scheduler": self.scheduler_factory(primal), "interval": "epoch"}]
+
+    def configure_callbacks(self):
+        callbacks: list[L.Callback] = [ValidateOnLastEpoch()]
+        if self.checkpoint_dir is None:
+            return callbacks
+        metric = self.task.metric_name
+        for mode in self.modes:
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=self.checkpoint_dir,
+                    filename=f"best_{mode}",
+                    monitor=f"val/{metric}/{mode}",
+                    mode="min",
+                    save_top_k=1,
+                    save_on_train_epoch_end=False,  # after validation, whatever the interval
+                    auto_insert_metric_name=False,
+                    enable_version_counter=False,
+                )
+            )
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=self.checkpoint_dir,
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                save_on_train_epoch_end=True,
+                enable_version_counter=False,
+            )
+        )
+        return callbacks
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        self._epoch_t0 = time.perf_counter()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.augment_so3:
+            action = self.task.group_action
+            batch = action.act_on_batch(batch, action.sample(batch))
+        self._last_train_batch = batch
+        pred = self(batch)
+        loss = self.task.loss(pred, batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step}; parameters were not updated. The last good checkpoint is "
+                f"{Path(self.checkpoint_dir or '.') / 'last.ckpt'}. Lower the learning rate "
+                "(model.optimizer.lr / constraint.dual_lr) or check the data for NaN/inf, then "
+                "resume with ckpt_path=<that checkpoint>."
+            )
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        primal = optimizers[0]
+        dual = optimizers[1].optimizer if self.constraint is not None else None
+        gamma = gammas(self.net) if self.num_gammas else None
+
+        def clip() -> None:
+            if self.grad_clip_norm:
+                self.clip_gradients(
+                    primal, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm"
+                )
+
+        out = primal_dual_step(
+            loss, gamma, self.constraint, primal, dual,
+            backward=self.manual_backward, before_primal_step=clip,
+        )
+        bs = self.task.batch_size(batch)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=bs)
+        if gamma is not None:
+            self.log("train/lagrangian", out.lagrangian, on_step=True, on_epoch=True,
+                     batch_size=bs)
+            self.log_dict(self._trace(gamma.detach(), out.slack), on_step=True, on_epoch=False,
+                          batch_size=bs)
+        return loss.detach()
+
+    def _trace(self, gamma: torch.Tensor, slack: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Per-branch γ_i, λ_i, u_i, s_i under flat keys ``ace/<name>/layer_<i>`` (values γ^(t))."""
+        series = {"gamma": gamma}
+        if self.constraint is not None:
+            series.update(self.constraint.state())
+            series["slack"] = slack
+        trace = {f"ace/{name}/layer_{i}": v[i] for name, v in series.items() for i in range(len(v))}
+        trace["ace/gamma_max"] = gamma.abs().max()
+        trace["ace/gamma_abs_sum"] = gamma.abs().sum()
+        return trace
+
+    def on_train_epoch_end(self) -> None:
+        self.log("time/train_epoch_s", time.perf_counter() - self._epoch_t0)
+        schedulers = self.lr_schedulers()
+        if schedulers is not None:
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()  # primal only; the dual step size stays constant (§4)
+        if self.eq_error_samples > 0 and self._last_train_batch is not None:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.current_epoch)
+            with relaxed_mode(self.net):
+                err = equivariance_error(
+                    self, self._last_train_batch, self.task.group_action,
+                    num_samples=self.eq_error_samples, generator=generator,
+                )
+            self.log_dict({f"equivariance/{k}": v for k, v in err.items()})
+        self._last_train_batch = None
+
+    # ------------------------------------------------------------------ evaluation
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {mode: [0.0, 0] for mode in self.modes}
+        self._val_t0 = time.perf_counter()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        for mode in self.modes:
+            total, count = self.evaluate_batch(batch, mode)
+            self._val_sums[mode][0] += float(total)
+            self._val_sums[mode][1] += count
+
+    def on_validation_epoch_end(self) -> None:
+        metric = self.task.metric_name
+        for mode, (total, count) in self._val_sums.items():
+            if count:
+                self.log(f"val/{metric}/{mode}", total / count, prog_bar=True)
+        self.log("time/val_epoch_s", time.perf_counter() - self._val_t0)
+
+    @torch.no_grad()
+    def evaluate_batch(self, batch: Any, mode: str) -> tuple[torch.Tensor, int]:
+        """(metric sum, count) of one batch in ``mode`` (``eq`` or ``relaxed``)."""
+        context = equivariant_mode if mode == "eq" else relaxed_mode
+        with context(self.net):
+            return self.task.metric_sums(self(batch), batch)
+
+    @torch.no_grad()
+    def evaluate(self, loader, mode: str) -> float:
+        """Mean metric over a whole loader in ``mode`` (eval mode; train mode restored)."""
+        was_training = self.training
+        self.eval()
+        total, count = 0.0, 0
+        try:
+            for batch in loader:
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+                s, n = self.evaluate_batch(batch, mode)
+                total += float(s)
+                count += n
+        finally:
+            self.train(was_training)
+        return total / max(count, 1)
+
+    # ------------------------------------------------------------------ exact resume
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        checkpoint["rng_states"] = {  # plain types and tensors: loadable with weights_only=True
+            "python": random.getstate(),
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states is None:
+            return
+        random.setstate(states["python"])
+        name, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,79 @@
+"""Every experiment config composes and instantiates (lightning-hydra-template style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+from ace.core.homotopic import count_parameters
+from ace.training.pipeline import _constraint_factory
+from tests.conftest import CONFIG_DIR, TINY_DATA, compose_cfg
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+EXPECTED = {  # experiment: (constraint class or None, train-time params, augment)
+    "nbody_segnn": (None, 147_424, False),
+    "nbody_segnn_ace": ("EqualityConstraint", 937_960, False),
+    "nbody_segnn_ace_resilient": ("ResilientConstraint", 937_960, False),
+    "nbody_segnn_aug": (None, 937_960, True),
+}
+
+
+def test_every_nbody_experiment_is_known():
+    assert set(EXPECTED) <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_instantiates(experiment, tmp_path, data_dir):
+    cfg = compose_cfg([f"experiment={experiment}", "seed=0", f"paths.data_dir={data_dir}", *TINY_DATA], tmp_path)
+    assert cfg.seed == 0 and cfg.name == experiment
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.model, task=datamodule.task, constraint=_constraint_factory(cfg))
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+    if experiment in EXPECTED:
+        constraint, params, augment = EXPECTED[experiment]
+        assert count_parameters(module.net) == params
+        assert type(module.constraint).__name__ == (constraint or "NoneType")
+        assert module.augment_so3 is augment
+
+
+def test_paper_hyperparameters_of_the_ace_run(tmp_path):
+    cfg = compose_cfg(["experiment=nbody_segnn_ace"], tmp_path)
+    assert cfg.model.optimizer.lr == 9e-4 and cfg.constraint.dual_lr == 8e-4
+    assert cfg.constraint.dual_optimizer == "adam"  # what the authors ran (Table 4 tuned under it)
+    assert cfg.data.batch_size == 100 and cfg.data.max_samples == 3000
+    assert cfg.trainer.max_epochs == 2000 and cfg.trainer.check_val_every_n_epoch == 5
+
+
+def test_default_experiment_is_nbody_segnn_ace(tmp_path):
+    assert compose_cfg([], tmp_path).name == "nbody_segnn_ace"
+
+
+def test_overrides_reach_the_objects(tmp_path, data_dir):
+    cfg = compose_cfg(
+        ["experiment=nbody_segnn_ace", "constraint.dual_lr=5e-5", "constraint.dual_optimizer=sgd",
+         "trainer.max_epochs=7", "data.max_samples=30", f"paths.data_dir={data_dir}", *TINY_DATA[:3]],
+        tmp_path,
+    )
+    constraint = _constraint_factory(cfg)(num_constraints=8)
+    assert constraint.dual_lr == 5e-5 and constraint.dual_optimizer_name == "sgd"
+    assert instantiate(cfg.data).max_samples == 30
+
+
+def test_unknown_experiment_is_a_composition_error(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="does_not_exist"):
+        compose_cfg(["experiment=does_not_exist"], tmp_path)
+
+
+@pytest.mark.parametrize("debug", sorted(p.stem for p in (CONFIG_DIR / "debug").glob("*.yaml")))
+def test_debug_configs_compose(debug, tmp_path):
+    assert compose_cfg([f"debug={debug}"], tmp_path).trainer.max_epochs >= 1
+
+
+def test_outputs_go_under_outputs_experiment(tmp_path):
+    cfg = compose_cfg(["experiment=nbody_segnn"], tmp_path)
+    assert Path(cfg.hydra.run.dir).parts[-3:-1] == ("outputs", "nbody_segnn")
+    assert Path(cfg.hydra.sweep.dir).parts[-4:-1] == ("outputs", "nbody_segnn", "multirun")

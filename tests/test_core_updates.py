@@ -1,0 +1,145 @@
+"""One primal–dual step of each formulation against updates computed by hand (float64).
+
+Toy model: y_hat = θ·x + γ·(φ·x) with a HomotopicBranch, loss J_0 = (y_hat − y)², x = 1, y = 0,
+θ = 0.5, φ = 0.3. Then dJ/dy_hat = 2·y_hat, ∂J/∂θ = 2·y_hat, ∂J/∂γ = 2·y_hat·φ, ∂J/∂φ = 2·y_hat·γ.
+Plain SGD primal (η_p) and plain SGD dual (η_d) — the paper's Alg. 1 and corrected Alg. 2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ace.core.constraints import EqualityConstraint, OneSidedConstraint, ResilientConstraint
+from ace.core.homotopic import HomotopicBranch, gammas
+from ace.core.step import primal_dual_step
+
+ETA_P, ETA_D = 0.1, 0.5
+
+
+class Toy(nn.Module):
+    def __init__(self, gamma: float) -> None:
+        super().__init__()
+        self.theta = nn.Linear(1, 1, bias=False, dtype=torch.float64)
+        self.branch = HomotopicBranch(nn.Linear(1, 1, bias=False, dtype=torch.float64), gamma)
+        self.double()
+        with torch.no_grad():
+            self.theta.weight.fill_(0.5)
+            self.branch.f_neq.weight.fill_(0.3)
+
+    def forward(self, x):
+        return self.branch(self.theta(x), x)
+
+
+def run_step(constraint, gamma0, lam0, u0=None, eta_p=ETA_P):
+    torch.manual_seed(0)
+    model = Toy(gamma0)
+    constraint = constraint.double()
+    with torch.no_grad():
+        constraint.dual.fill_(lam0)
+        if u0 is not None:
+            constraint.slack_u.fill_(u0)
+    params = list(model.parameters()) + constraint.primal_parameters()
+    primal = torch.optim.SGD(params, lr=eta_p)
+    dual = constraint.make_dual_optimizer()
+    x = torch.ones(1, 1, dtype=torch.float64)
+    loss = model(x).pow(2).sum()
+    out = primal_dual_step(loss, gammas(model), constraint, primal, dual)
+    return model, constraint, out
+
+
+def grads(gamma):
+    y_hat = 0.5 + gamma * 0.3
+    return {"theta": 2 * y_hat, "gamma": 2 * y_hat * 0.3, "phi": 2 * y_hat * gamma}
+
+
+def test_equality_step_alg1_by_hand():
+    model, c, out = run_step(EqualityConstraint(1, dual_lr=ETA_D), gamma0=1.0, lam0=0.2)
+    # y_hat = 0.8: ∂J/∂θ = 1.6, ∂J/∂γ = 0.48, ∂J/∂φ = 1.6
+    assert model.theta.weight.item() == pytest.approx(0.5 - 0.1 * 1.6, abs=1e-15)
+    assert model.branch.f_neq.weight.item() == pytest.approx(0.3 - 0.1 * 1.6, abs=1e-15)
+    assert model.branch.gamma.item() == pytest.approx(1.0 - 0.1 * (0.48 + 0.2), abs=1e-15)  # 0.932
+    assert c.dual.item() == pytest.approx(0.2 + 0.5 * 1.0, abs=1e-15)  # pre-update γ: 0.7
+    assert out.slack.item() == 1.0
+    assert out.lagrangian.item() == pytest.approx(0.64 + 0.2 * 1.0, abs=1e-15)
+
+
+def test_equality_dual_is_never_projected():
+    _, c, _ = run_step(EqualityConstraint(1, dual_lr=ETA_D), gamma0=-1.0, lam0=0.1)
+    assert c.dual.item() == pytest.approx(0.1 + 0.5 * (-1.0), abs=1e-15)  # -0.4 stays negative
+
+
+@pytest.mark.parametrize("gamma0", [1.0, -1.0])
+def test_resilient_step_corrected_alg2_by_hand(gamma0):
+    lam0, u0, rho = 0.2, 0.1, 1.0
+    model, c, out = run_step(
+        ResilientConstraint(1, dual_lr=ETA_D, rho=rho), gamma0=gamma0, lam0=lam0, u0=u0
+    )
+    g = grads(gamma0)
+    sign = math.copysign(1.0, gamma0)
+    # γ step with the sign(γ) term that the printed Alg. 2 omits
+    assert model.branch.gamma.item() == pytest.approx(
+        gamma0 - ETA_P * (g["gamma"] + lam0 * sign), abs=1e-15
+    )
+    # u step is *descent* on (ρ/2)u² − λu, then projected onto u >= 0
+    assert c.slack_u.item() == pytest.approx(max(0.0, u0 - ETA_P * (rho * u0 - lam0)), abs=1e-15)
+    # λ ascent along |γ^(t)| − u^(t), projected onto λ >= 0
+    assert c.dual.item() == pytest.approx(max(0.0, lam0 + ETA_D * (abs(gamma0) - u0)), abs=1e-15)
+    assert out.slack.item() == pytest.approx(abs(gamma0) - u0, abs=1e-15)
+    assert model.theta.weight.item() == pytest.approx(0.5 - ETA_P * g["theta"], abs=1e-15)
+
+
+def test_resilient_projections_clip_u_and_lambda_at_zero():
+    # u: 0.05 − 30·(0.05 − 0) < 0 -> 0;  λ: 0.2 + 0.5·(1 − 5) < 0 -> 0
+    _, c, _ = run_step(ResilientConstraint(1, dual_lr=ETA_D), 1.0, lam0=0.0, u0=0.05, eta_p=30.0)
+    assert c.slack_u.item() == 0.0
+    _, c, _ = run_step(ResilientConstraint(1, dual_lr=ETA_D), 1.0, lam0=0.2, u0=5.0)
+    assert c.dual.item() == 0.0
+    # and u moves towards λ/ρ when λ > ρu: 0.1 − 0.1·(0.1 − 0.9) = 0.18
+    _, c, _ = run_step(ResilientConstraint(1, dual_lr=ETA_D), 1.0, lam0=0.9, u0=0.1)
+    assert c.slack_u.item() == pytest.approx(0.18, abs=1e-15)
+
+
+def test_resilient_sign_of_zero_gamma_is_zero():
+    model, c, _ = run_step(ResilientConstraint(1, dual_lr=ETA_D), gamma0=0.0, lam0=0.7, u0=0.0)
+    # ∂J/∂γ = 2·0.5·0.3 = 0.3; λ·sign(0) = 0
+    assert model.branch.gamma.item() == pytest.approx(-0.1 * 0.3, abs=1e-15)
+
+
+def test_one_sided_official_egno_mode():
+    # s = γ (signed), λ projected: λ = max(0, 0.1 + 0.5·(−1)) = 0
+    _, c, out = run_step(OneSidedConstraint(1, dual_lr=ETA_D), gamma0=-1.0, lam0=0.1)
+    assert c.dual.item() == 0.0 and out.slack.item() == -1.0
+    _, c, _ = run_step(OneSidedConstraint(1, dual_lr=ETA_D), gamma0=1.0, lam0=0.1)
+    assert c.dual.item() == pytest.approx(0.6, abs=1e-15)
+
+
+def test_adam_dual_first_step_moves_by_lr_times_sign():
+    # Adam's first step: m̂ = g, v̂ = g², so λ1 = λ0 − lr·g/(|g| + eps) with g = −s
+    eps = 1e-8
+    c = EqualityConstraint(1, dual_lr=1e-3, dual_optimizer="adam", dual_adam_eps=eps)
+    _, c, out = run_step(c, gamma0=0.25, lam0=0.0)
+    s = out.slack.item()
+    assert c.dual.item() == pytest.approx(1e-3 * s / (abs(s) + eps), rel=1e-12)
+
+
+def test_several_constraints_are_independent():
+    c = EqualityConstraint(3, dual_lr=0.5).double()
+    gamma = torch.tensor([1.0, -2.0, 0.0], dtype=torch.float64, requires_grad=True)
+    lagrangian, slack = c.lagrangian(torch.tensor(0.0, dtype=torch.float64), gamma)
+    lagrangian.backward()
+    assert torch.equal(gamma.grad, torch.zeros(3, dtype=torch.float64))  # λ^(0) = 0
+    c.dual_step(c.make_dual_optimizer(), slack)
+    assert torch.allclose(c.dual, torch.tensor([0.5, -1.0, 0.0], dtype=torch.float64))
+
+
+def test_constraint_errors_are_clear():
+    with pytest.raises(ValueError, match="constraint=none"):
+        EqualityConstraint(0, dual_lr=1e-3)
+    with pytest.raises(ValueError, match="dual_optimizer"):
+        EqualityConstraint(2, dual_lr=1e-3, dual_optimizer="rmsprop")
+    with pytest.raises(ValueError, match="2 γ values for 3 constraints"):
+        EqualityConstraint(3, dual_lr=1e-3).lagrangian(torch.tensor(0.0), torch.zeros(2))

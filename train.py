@@ -1,0 +1,39 @@
+"""The one entry point: ``python train.py experiment=<name> [key=value ...]`` (``-m`` for sweeps).
+
+See README.md for the experiments, overrides, outputs and W&B.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("ACE_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+log = logging.getLogger("train")
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from ace.data.errors import DataIntegrityError
+    from ace.training import NonFiniteLossError
+    from ace.training.pipeline import train
+
+    try:
+        results = train(cfg)
+    except (DataIntegrityError, NonFiniteLossError) as err:
+        log.error("%s: %s", type(err).__name__, err)
+        print(f"\nerror: {err}", file=sys.stderr)
+        sys.exit(1)
+    modes = results.get("modes", {})
+    # The value a sweeper minimises: validation metric of f_eq at its best checkpoint.
+    return modes.get("eq", {}).get("val")
+
+
+if __name__ == "__main__":
+    main()
