@@ -1,24 +1,29 @@
-"""Benchmark SEGNN × N-body step and inference time (vanilla vs ACE vs pruned ACE).
+"""Benchmark SEGNN × N-body training-step and inference time: vanilla vs ACE vs pruned ACE.
 
-Measures, for a batch of ``--batch`` random N-body-like systems (5 particles, float32):
+For a batch of ``--batch`` random N-body-like systems (5 particles each; 100 systems = 500 nodes,
+2000 edges), in float32, with torch's default thread count:
 
-* train step (forward, MSE loss [+ Σ λγ with λ = 0.1 for ACE], backward, Adam step) of the
-  vanilla model and of the ACE model (relaxed mode), and their ratio;
-* inference (eval, no grad) of the pruned ACE model and of the vanilla model, and their ratio;
-* optionally (``--compile``) the same with ``torch.compile``d models.
+* train step = forward, MSE loss [+ Σ_i λ γ_i with λ = 0.1 for ACE], backward, Adam step, for the
+  vanilla model and the ACE model (relaxed mode, 8 γ), and their ratio. Timed with Adam
+  ``fused=True`` (primary numbers) and with torch's default CPU Adam (a per-tensor loop);
+* inference (eval, ``no_grad``) of the pruned ACE model and of the vanilla model, and their ratio;
+* with ``--compile``: the same with ``torch.compile``d models (first-call compile time included
+  separately).
 
-Timings are medians over ``--reps`` repetitions after ``--warmup`` iterations; the models are
-timed interleaved (round robin) so that machine-load drifts hit them equally. The thread count is
-torch's default. Writes JSON to ``--out`` (default ``outputs/bench/segnn_step.json``).
+Medians over ``--reps`` repetitions after ``--warmup`` iterations; the configurations are timed
+round-robin (alternating direction) so that load drifts hit them equally, and the load average is recorded (other
+processes on a 2-core machine distort timings badly). Writes JSON to ``--out``
+(default ``outputs/bench/segnn_step.json``).
 
-Reference (cpu_anchors.md): the authors' code takes ≈ 0.33 s (vanilla) / 0.41 s (ACE) per step
-on a 2-core CPU of this kind.
+Reference (``cpu_anchors.md``): the authors' code takes ≈ 0.33 s (vanilla) / 0.41 s (ACE) per
+step on a 2-core CPU of this kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -29,8 +34,11 @@ import torch
 from ace.core.homotopic import count_parameters, gammas, prune
 from ace.models.segnn import SEGNNNBody
 
+LAMBDA = 0.1
+
 
 def make_batch(B: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random N-body-like systems: positions ~ N(0, 2²), velocities ~ N(0, 0.5²), charges ±1."""
     loc = torch.randn(B, 5, 3, generator=generator) * 2.0
     vel = torch.randn(B, 5, 3, generator=generator) * 0.5
     charges = torch.randint(0, 2, (B, 5, 1), generator=generator).float() * 2 - 1
@@ -38,45 +46,60 @@ def make_batch(B: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     return {"loc": loc, "vel": vel, "charges": charges, "target": target}
 
 
-def make_train_step(model, is_ace: bool, lam: float = 0.1):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    step_model = model
+def make_train_step(model: torch.nn.Module, forward=None, adam: str = "fused"):
+    """One optimisation step; ``forward`` (e.g. a compiled model) defaults to ``model``."""
+    kwargs = {"fused": True} if adam == "fused" else {"foreach": True} if adam == "foreach" else {}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, **kwargs)
+    forward = model if forward is None else forward
+    is_ace = any(n.endswith("gamma") for n, _ in model.named_parameters())
 
     def step(batch):
         opt.zero_grad(set_to_none=True)
-        pred = step_model(batch)
-        loss = torch.nn.functional.mse_loss(pred, batch["target"])
+        loss = torch.nn.functional.mse_loss(forward(batch), batch["target"])
         if is_ace:
-            loss = loss + lam * gammas(model).sum()
+            loss = loss + LAMBDA * gammas(model).sum()  # λ held constant (ace_algorithm.md §2)
         loss.backward()
         opt.step()
         return loss
 
-    return step, opt
+    return step
 
 
-def make_infer(model):
+def make_infer(forward):
     @torch.no_grad()
     def infer(batch):
-        return model(batch)
+        return forward(batch)
 
     return infer
 
 
-def time_interleaved(fns: dict, batch, warmup: int, reps: int) -> dict[str, dict[str, float]]:
+def time_round_robin(fns: dict, batch, warmup: int, reps: int) -> dict[str, dict[str, float]]:
     for _ in range(warmup):
         for fn in fns.values():
             fn(batch)
-    samples = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(fns.items())
+    for rep in range(reps):
+        for k, fn in order if rep % 2 == 0 else order[::-1]:  # alternate to cancel order bias
             t0 = time.perf_counter()
             fn(batch)
             samples[k].append(time.perf_counter() - t0)
-    return {
-        k: {"median_s": statistics.median(v), "min_s": min(v), "mean_s": statistics.fmean(v)}
-        for k, v in samples.items()
-    }
+    out = {}
+    for k, v in samples.items():
+        q = statistics.quantiles(v, n=4)
+        out[k] = {"median_s": statistics.median(v), "min_s": min(v), "q1_s": q[0], "q3_s": q[2]}
+    return out
+
+
+def ratio(timings: dict, a: str, b: str) -> float:
+    return timings[a]["median_s"] / timings[b]["median_s"]
+
+
+def build_models(seed: int):
+    torch.manual_seed(seed)
+    vanilla = SEGNNNBody()
+    ace = SEGNNNBody(ace_branches=True)
+    return vanilla, ace
 
 
 def main() -> None:
@@ -89,105 +112,90 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/bench/segnn_step.json")
     args = parser.parse_args()
 
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    batch = make_batch(args.batch, gen)
-
-    vanilla = SEGNNNBody()
-    ace = SEGNNNBody(ace_branches=True)
-    pruned = prune(ace)
-    vanilla.train(), ace.train()
+    batch = make_batch(args.batch, torch.Generator().manual_seed(args.seed))
     result: dict = {
         "batch_systems": args.batch,
         "nodes": args.batch * 5,
         "edges": args.batch * 20,
+        "dtype": "float32",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "params": {
-            "vanilla": count_parameters(vanilla),
-            "ace": count_parameters(ace),
-            "pruned": count_parameters(pruned),
-        },
+        "cpu": platform.processor() or platform.machine(),
         "warmup": args.warmup,
         "reps": args.reps,
+        "lambda": LAMBDA,
+        "loadavg_start": os.getloadavg(),
         "reference_authors_step_s": {"vanilla": 0.33, "ace": 0.41},
     }
 
-    steps = {
-        "vanilla": make_train_step(vanilla, False)[0],
-        "ace": make_train_step(ace, True)[0],
+    # ---------------------------------------------------------------- eager
+    vanilla, ace = build_models(args.seed)
+    vanilla_d, ace_d = build_models(args.seed)  # separate copies for the default-Adam runs
+    pruned = prune(ace)
+    result["params"] = {
+        "vanilla": count_parameters(vanilla),
+        "ace": count_parameters(ace),
+        "pruned": count_parameters(pruned),
     }
-    train = time_interleaved(steps, batch, args.warmup, args.reps)
+    train = time_round_robin(
+        {
+            "vanilla": make_train_step(vanilla, adam="fused"),
+            "ace": make_train_step(ace, adam="fused"),
+            "vanilla_default_adam": make_train_step(vanilla_d, adam="default"),
+            "ace_default_adam": make_train_step(ace_d, adam="default"),
+        },
+        batch, args.warmup, args.reps,
+    )
     result["train_step"] = train
-    result["train_ratio_ace_over_vanilla"] = train["ace"]["median_s"] / train["vanilla"]["median_s"]
+    result["train_ratio_ace_over_vanilla"] = ratio(train, "ace", "vanilla")
+    result["train_ratio_ace_over_vanilla_default_adam"] = ratio(
+        train, "ace_default_adam", "vanilla_default_adam")
+    result["speedup_vs_authors"] = {
+        "vanilla": 0.33 / train["vanilla"]["median_s"],
+        "ace": 0.41 / train["ace"]["median_s"],
+    }
 
     vanilla.eval(), pruned.eval()
-    infer = time_interleaved(
+    infer = time_round_robin(
         {"vanilla": make_infer(vanilla), "pruned_ace": make_infer(pruned)},
         batch, args.warmup, args.reps,
     )
     result["inference"] = infer
-    result["inference_ratio_pruned_over_vanilla"] = (
-        infer["pruned_ace"]["median_s"] / infer["vanilla"]["median_s"]
-    )
-    vanilla.train()
+    result["inference_ratio_pruned_over_vanilla"] = ratio(infer, "pruned_ace", "vanilla")
 
+    # ---------------------------------------------------------------- compiled
     if args.compile:
-        cv = SEGNNNBody()
-        ca = SEGNNNBody(ace_branches=True)
+        cv, ca = build_models(args.seed)
         cp = prune(ca)
         cv_c, ca_c = torch.compile(cv), torch.compile(ca)
-        t0 = time.perf_counter()
-        sv, _ = make_train_step(cv, False)
-        sa, _ = make_train_step(ca, True)
-        # compile the forward inside the step (the optimizer step stays eager)
-        sv_fn = make_train_step.__wrapped__ if hasattr(make_train_step, "__wrapped__") else None
-        del sv_fn
-
-        def wrap(model, compiled, is_ace):
-            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-            def step(b):
-                opt.zero_grad(set_to_none=True)
-                loss = torch.nn.functional.mse_loss(compiled(b), b["target"])
-                if is_ace:
-                    loss = loss + 0.1 * gammas(model).sum()
-                loss.backward()
-                opt.step()
-                return loss
-
-            return step
-
-        compiled_steps = {"vanilla": wrap(cv, cv_c, False), "ace": wrap(ca, ca_c, True)}
+        steps = {
+            "vanilla": make_train_step(cv, forward=cv_c, adam="fused"),
+            "ace": make_train_step(ca, forward=ca_c, adam="fused"),
+        }
         first = {}
-        for k, fn in compiled_steps.items():
-            t1 = time.perf_counter()
+        for k, fn in steps.items():
+            t0 = time.perf_counter()
             fn(batch)
-            first[k] = time.perf_counter() - t1
-        ctrain = time_interleaved(compiled_steps, batch, args.warmup, args.reps)
+            first[f"train_{k}"] = time.perf_counter() - t0
+        ctrain = time_round_robin(steps, batch, args.warmup, args.reps)
+
         cv.eval(), cp.eval()
-        cp_c = torch.compile(cp)
-        cv_c_eval = cv_c
-        t1 = time.perf_counter()
-        make_infer(cp_c)(batch)
-        make_infer(cv_c_eval)(batch)
-        first["inference_both"] = time.perf_counter() - t1
-        cinfer = time_interleaved(
-            {"vanilla": make_infer(cv_c_eval), "pruned_ace": make_infer(cp_c)},
-            batch, args.warmup, args.reps,
-        )
+        cv_ce, cp_c = torch.compile(cv), torch.compile(cp)
+        infers = {"vanilla": make_infer(cv_ce), "pruned_ace": make_infer(cp_c)}
+        for k, fn in infers.items():
+            t0 = time.perf_counter()
+            fn(batch)
+            first[f"inference_{k}"] = time.perf_counter() - t0
+        cinfer = time_round_robin(infers, batch, args.warmup, args.reps)
         result["compiled"] = {
             "first_call_s": first,
-            "total_compile_wall_s": time.perf_counter() - t0,
             "train_step": ctrain,
-            "train_ratio_ace_over_vanilla": ctrain["ace"]["median_s"] / ctrain["vanilla"]["median_s"],
+            "train_ratio_ace_over_vanilla": ratio(ctrain, "ace", "vanilla"),
             "inference": cinfer,
-            "inference_ratio_pruned_over_vanilla": (
-                cinfer["pruned_ace"]["median_s"] / cinfer["vanilla"]["median_s"]
-            ),
+            "inference_ratio_pruned_over_vanilla": ratio(cinfer, "pruned_ace", "vanilla"),
         }
 
+    result["loadavg_end"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -27,7 +27,13 @@ from ace.core.homotopic import (
 from ace.models import SEGNN, SEGNNNBody
 from ace.models.segnn import InstanceNorm, O3TensorProduct, O3TensorProductSwishGate
 from ace.models.segnn.irreps import fc_weight_numel, weight_balanced_irreps
-from ace.models.segnn.layout import to_channels_last, to_e3nn
+from ace.models.segnn.layout import (
+    concat_channels,
+    concat_channels_e3nn_index,
+    to_channels_last,
+    to_e3nn,
+)
+from ace.models.segnn.tensor_product import pair_layout
 
 try:  # the data module's action, when present
     from ace.data.nbody.datamodule import NBodyRotation as _Action
@@ -115,16 +121,16 @@ def test_gammas_eight_in_layer_order():
 # ------------------------------------------------------------------------------------------
 # exactness against e3nn
 # ------------------------------------------------------------------------------------------
-_E3NN_TP: dict[int, o3.FullyConnectedTensorProduct] = {}
+_E3NN_TP: dict[tuple, o3.FullyConnectedTensorProduct] = {}
 
 
 def reference_tp(layer: O3TensorProduct, x1: torch.Tensor, x2: torch.Tensor | None) -> torch.Tensor:
     """SEGNN's O3TensorProduct on e3nn layout: e3nn FCTP, slice · sqrt(fan_in), + 0e bias."""
-    key = id(layer)
+    key = (str(layer.irreps_in1), str(layer.irreps_in2), str(layer.irreps_tp_out), x1.dtype)
     if key not in _E3NN_TP:
         _E3NN_TP[key] = o3.FullyConnectedTensorProduct(
             layer.irreps_in1, layer.irreps_in2, layer.irreps_tp_out, normalization="component"
-        ).to(x1.dtype)
+        ).to(x1.dtype)  # keyed by irreps (ids of freed layers get reused)
     tp = _E3NN_TP[key]
     with torch.no_grad():
         tp.weight.copy_(layer.weight)
@@ -177,6 +183,26 @@ def test_tensor_product_equals_e3nn(irreps_in1, irreps_out, irreps_in2):
         x2_cl = None if x2 is None else to_channels_last(x2, layer.irreps_in2)
         ours = to_e3nn(layer(to_channels_last(x1, layer.irreps_in1), x2_cl), layer.irreps_out)
         assert (ours - ref).abs().max().item() < 1e-12 * max(1.0, ref.abs().max().item())
+
+
+@pytest.mark.parametrize("hidden", ["4x0e+4x1o", "3x0e+2x1o+1x2e"])  # equal / unequal muls
+def test_merged_input_layout_equals_e3nn(hidden):
+    """Message-style input: [x_i | x_j] merged slot by slot, plus separate extra scalars."""
+    with float64():
+        torch.manual_seed(2)
+        h = o3.Irreps(hidden)
+        parts = [h, h, o3.Irreps("2x0e")]
+        irreps_in1 = (h + h + parts[2]).simplify()
+        layer = O3TensorProductSwishGate(irreps_in1, h, "0e+1o+2e", in1_parts=parts,
+                                         in1_layout=pair_layout(h, 2, 1))
+        xi, xj, e = h.randn(6, -1), h.randn(6, -1), torch.randn(6, 2)
+        y = o3.Irreps("0e+1o+2e").randn(6, -1)
+        ref = reference_gated(layer, torch.cat((xi, xj, e), -1), y)
+        xij = concat_channels((to_channels_last(xi, h), to_channels_last(xj, h)), h)
+        ours = to_e3nn(layer((xij, e), y), h)
+        assert (ours - ref).abs().max().item() < 1e-12
+        # the index that gives the e3nn concatenation back (used by the ACE MLP branch)
+        assert torch.equal(xij[:, concat_channels_e3nn_index(h, 2)], torch.cat((xi, xj), -1))
 
 
 def test_init_matches_segnn_bounds_and_rng():
@@ -406,3 +432,45 @@ def test_graph_task_qm9_configuration_invariant():
             assert out.shape == (2, 1)
             for R in _group_elements()[:2] + [-torch.eye(3, dtype=torch.float64)]:
                 assert rel_err(run(pos @ R.T), out) < 1e-10
+
+
+def test_dynamo_traces_without_graph_breaks():
+    """torch.compile support: one graph, no breaks, in both homotopic modes (no inductor run)."""
+    model = SEGNNNBody(ace_branches=True, num_layers=1)
+    batch = make_batch(B=2, dtype=torch.float32)
+    try:
+        for mode in (relaxed_mode, equivariant_mode):
+            torch._dynamo.reset()
+            with mode(model):
+                explanation = torch._dynamo.explain(model)(batch)
+            assert explanation.graph_break_count == 0, explanation.break_reasons
+            assert explanation.graph_count == 1
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance", None])
+def test_graph_task_norms_without_extra_features(norm):
+    """Small graph-task SEGNN (sum pooling, vector output, no extra message scalars)."""
+    attr = o3.Irreps.spherical_harmonics(2)
+    with float64():
+        torch.manual_seed(1)
+        model = SEGNN("3x0e+2x1o", "4x0e+4x1o+4x2e", "2x0e+2x1o", attr, attr, num_layers=2,
+                      norm=norm, pool="sum", task="graph").train()
+        batch = torch.tensor([0, 0, 0, 1, 1, 1])
+        ei = [(i, j) for i in range(6) for j in range(6) if i != j and batch[i] == batch[j]]
+        src, dst = torch.tensor(ei).T
+        pos, feats, vec = torch.randn(6, 3), torch.randn(6, 3), torch.randn(6, 2, 3)
+
+        def run(R):
+            p = pos @ R.T
+            x = torch.cat((feats, (vec @ R.T).reshape(6, 6)), -1)  # e3nn layout: u-major
+            sh = o3.spherical_harmonics(attr, p[src] - p[dst], normalize=True)
+            node = torch.zeros(6, attr.dim).index_add_(0, dst, sh) / 2
+            return model(x, torch.stack((src, dst)), sh, node, batch, None, 2)
+
+        out = run(torch.eye(3, dtype=torch.float64))
+        assert out.shape == (2, 8)
+        for R in _group_elements()[:2] + [-torch.eye(3, dtype=torch.float64)]:
+            expected = torch.cat((out[:, :2], (out[:, 2:].reshape(2, 2, 3) @ R.T).reshape(2, 6)), -1)
+            assert rel_err(run(R), expected) < 1e-10

@@ -58,6 +58,8 @@ class ACEModule(L.LightningModule):
         compile: wrap the forward pass in ``torch.compile`` (state-dict keys are unaffected).
         checkpoint_dir: where ``best_eq.ckpt``, ``best_relaxed.ckpt`` and ``last.ckpt`` go.
         seed: seeds the generator of the equivariance-error rotations.
+        log_test_metric: also log ``test/<metric>/<mode>`` at every evaluation (learning curves;
+            selection uses validation only, and results.json re-tests the selected checkpoints).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class ACEModule(L.LightningModule):
         compile: bool = False,
         checkpoint_dir: str | None = None,
         seed: int = 0,
+        log_test_metric: bool = True,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -85,6 +88,7 @@ class ACEModule(L.LightningModule):
         self.eq_error_samples = eq_error_samples
         self.checkpoint_dir = checkpoint_dir
         self.seed = seed
+        self.log_test_metric = log_test_metric
 
         self.num_gammas = num_gammas(net)
         self.modes = MODES if self.num_gammas > 0 else ("eq",)
@@ -189,9 +193,19 @@ class ACEModule(L.LightningModule):
         if gamma is not None:
             self.log("train/lagrangian", out.lagrangian, on_step=True, on_epoch=True,
                      batch_size=bs)
-            self.log_dict(self._trace(gamma.detach(), out.slack), on_step=True, on_epoch=False,
-                          batch_size=bs)
+            if self._step_logs_are_written():
+                self.log_dict(self._trace(gamma.detach(), out.slack), on_step=True,
+                              on_epoch=False, batch_size=bs)
         return loss.detach()
+
+    def _step_logs_are_written(self) -> bool:
+        """Whether Lightning writes this step's logs (every ``trainer.log_every_n_steps``).
+
+        Each ``self.log`` call costs ~1 ms on CPU; the 3L + 2 per-layer traces are step-only
+        values, so logging them on the steps that are not written would only cost time.
+        """
+        connector = getattr(self._trainer, "_logger_connector", None)
+        return True if connector is None else bool(connector.should_update_logs)
 
     def _trace(self, gamma: torch.Tensor, slack: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Per-branch γ_i, λ_i, u_i, s_i under flat keys ``ace/<name>/layer_<i>`` (values γ^(t))."""
@@ -237,6 +251,12 @@ class ACEModule(L.LightningModule):
             if count:
                 self.log(f"val/{metric}/{mode}", total / count, prog_bar=True)
         self.log("time/val_epoch_s", time.perf_counter() - self._val_t0)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.log_test_metric and datamodule is not None and not self.trainer.sanity_checking:
+            # Curves only (Fig. 2): model selection never looks at these.
+            loader = datamodule.test_dataloader()
+            for mode in self.modes:
+                self.log(f"test/{metric}/{mode}", self.evaluate(loader, mode))
 
     @torch.no_grad()
     def evaluate_batch(self, batch: Any, mode: str) -> tuple[torch.Tensor, int]:

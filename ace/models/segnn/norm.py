@@ -58,7 +58,10 @@ class InstanceNorm(nn.Module):
             d = ir.dim
             # [N, mul, d] view of the slot, whatever the layout
             field = x[:, ix : ix + mul * d]
-            field = field.reshape(-1, d, mul).transpose(1, 2) if self.channels_last else field.reshape(-1, mul, d)
+            if self.channels_last:
+                field = field.reshape(-1, d, mul).transpose(1, 2)
+            else:
+                field = field.reshape(-1, mul, d)
             ix += mul * d
             if ir.l == 0:
                 field = field - segment_mean(field, batch, num_graphs)[batch]

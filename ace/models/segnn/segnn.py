@@ -32,9 +32,16 @@ from e3nn import o3
 from torch import nn
 
 from ace.core.homotopic import HomotopicBranch
-from ace.models.segnn.layout import InE3nnLayout, channels_last_index, e3nn_index, is_identity_layout
+from ace.models.segnn.layout import (
+    InE3nnLayout,
+    channels_last_index,
+    concat_channels,
+    concat_channels_e3nn_index,
+    e3nn_index,
+    is_identity_layout,
+)
 from ace.models.segnn.norm import InstanceNorm, segment_mean
-from ace.models.segnn.tensor_product import O3TensorProduct, O3TensorProductSwishGate
+from ace.models.segnn.tensor_product import O3TensorProduct, O3TensorProductSwishGate, pair_layout
 
 __all__ = ["SEGNN", "SEGNNLayer", "ace_update_mlp"]
 
@@ -44,6 +51,11 @@ def ace_update_mlp(d_in: int, d: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(d_in, 2 * d), nn.GELU(), nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, d)
     )
+
+
+def _flat(blocks: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Per-slot blocks ``[Z, 2l+1, mul]`` as flat ``[Z, (2l+1)·mul]`` views."""
+    return tuple(b.reshape(b.shape[0], -1) for b in blocks)
 
 
 def _active(branch: nn.Module | None) -> bool:
@@ -71,8 +83,8 @@ class SEGNNLayer(nn.Module):
         input_irreps, hidden_irreps = o3.Irreps(input_irreps), o3.Irreps(hidden_irreps)
         output_irreps = o3.Irreps(output_irreps)
         ec, nc = edge_attr_scalar0, node_attr_scalar0
-        if output_irreps != input_irreps:
-            raise ValueError("the residual update needs output_irreps == input_irreps")
+        if not (output_irreps == input_irreps == hidden_irreps):
+            raise ValueError("SEGNNLayer needs input_irreps == hidden_irreps == output_irreps")
         self.hidden_irreps = hidden_irreps
         parts = [input_irreps, input_irreps]
         if additional_message_irreps is not None:
@@ -80,18 +92,24 @@ class SEGNNLayer(nn.Module):
         message_input_irreps = sum(parts, o3.Irreps("")).simplify()
         update_input_irreps = (input_irreps + hidden_irreps).simplify()
 
+        # messages see [x_i | x_j] concatenated slot by slot (+ extra scalars), update [x | Σm]
         self.message_layer_1 = O3TensorProductSwishGate(
-            message_input_irreps, hidden_irreps, edge_attr_irreps, in1_parts=parts, in2_scalar0=ec
+            message_input_irreps, hidden_irreps, edge_attr_irreps, in1_parts=parts,
+            in1_layout=pair_layout(hidden_irreps, 2, len(parts) - 2), in2_scalar0=ec,
         )
+        # layers fed by a gated layer take its output slot by slot (no concatenation)
+        slots = [o3.Irreps([s]) for s in hidden_irreps]
+        self._slot_dims = [s.dim for s in slots]
         self.message_layer_2 = O3TensorProductSwishGate(
-            hidden_irreps, hidden_irreps, edge_attr_irreps, in2_scalar0=ec
+            hidden_irreps, hidden_irreps, edge_attr_irreps, in1_parts=slots, in2_scalar0=ec
         )
         self.update_layer_1 = O3TensorProductSwishGate(
             update_input_irreps, hidden_irreps, node_attr_irreps,
-            in1_parts=[input_irreps, hidden_irreps], in2_scalar0=nc,
+            in1_parts=[input_irreps, hidden_irreps], in1_layout=pair_layout(hidden_irreps),
+            in2_scalar0=nc,
         )
         self.update_layer_2 = O3TensorProduct(
-            hidden_irreps, output_irreps, node_attr_irreps, in2_scalar0=nc
+            hidden_irreps, output_irreps, node_attr_irreps, in1_parts=slots, in2_scalar0=nc
         )
 
         if ace_branches:
@@ -99,8 +117,11 @@ class SEGNNLayer(nn.Module):
             mlp1 = ace_update_mlp(d_u, d_h)
             mlp2 = ace_update_mlp(d_h, output_irreps.dim)
             # the MLPs see (and return) e3nn-layout vectors, as in the reference code
-            self.update_branch_1 = HomotopicBranch(InE3nnLayout(mlp1, update_input_irreps, hidden_irreps))
-            self.update_branch_2 = HomotopicBranch(InE3nnLayout(mlp2, hidden_irreps, output_irreps))
+            to_cl = None if is_identity_layout(hidden_irreps) else channels_last_index(hidden_irreps)
+            self.update_branch_1 = HomotopicBranch(
+                InE3nnLayout(mlp1, concat_channels_e3nn_index(hidden_irreps, 2), to_cl))
+            self.update_branch_2 = HomotopicBranch(
+                InE3nnLayout.for_irreps(mlp2, hidden_irreps, output_irreps))
         else:
             self.update_branch_1 = self.update_branch_2 = None
 
@@ -109,8 +130,9 @@ class SEGNNLayer(nn.Module):
         if norm == "batch":
             from e3nn.nn import BatchNorm
 
-            self.feature_norm = InE3nnLayout(BatchNorm(hidden_irreps), hidden_irreps, hidden_irreps)
-            self.message_norm = InE3nnLayout(BatchNorm(hidden_irreps), hidden_irreps, hidden_irreps)
+            h = hidden_irreps
+            self.feature_norm = InE3nnLayout.for_irreps(BatchNorm(h), h, h)
+            self.message_norm = InE3nnLayout.for_irreps(BatchNorm(h), h, h)
         elif norm == "instance":
             self.feature_norm = InstanceNorm(hidden_irreps, layout="channels_last")
         elif norm is not None:
@@ -127,22 +149,26 @@ class SEGNNLayer(nn.Module):
         num_graphs: int | None = None,
     ) -> torch.Tensor:
         src, dst = edge_index[0], edge_index[1]
-        x_i, x_j = x.index_select(0, dst), x.index_select(0, src)
-        inputs = (x_i, x_j) if additional_message_features is None else (
-            x_i, x_j, additional_message_features)
-        m = self.message_layer_1(inputs, edge_attr)
+        h = self.hidden_irreps
+        x_ij = concat_channels((x.index_select(0, dst), x.index_select(0, src)), h)
+        inputs = (x_ij,) if additional_message_features is None else (
+            x_ij, additional_message_features)
+        m = _flat(self.message_layer_1.gate_blocks(inputs, edge_attr))
         m = self.message_layer_2(m, edge_attr)
         if self.message_norm is not None:
             m = self.message_norm(m)
         agg = m.new_zeros((x.shape[0], m.shape[1])).index_add_(0, dst, m)
 
-        v = self.update_layer_1((x, agg), node_attr)  # TP of u = cat(x, agg), uncatenated
-        # branches: skipped outright in equivariant mode / after pruning (no wasted cat)
-        if _active(self.update_branch_1):
-            v = self.update_branch_1(v, torch.cat((x, agg), dim=-1))
-        w = self.update_layer_2(v, node_attr)
+        u = concat_channels((x, agg), h)  # u = cat(x, Σm), slot by slot
+        v = _flat(self.update_layer_1.gate_blocks(u, node_attr))
+        if _active(self.update_branch_1):  # skipped in equivariant mode / after pruning
+            v = self.update_branch_1(torch.cat(v, dim=-1), u)
+        if isinstance(v, torch.Tensor):
+            w = self.update_layer_2(v.split(self._slot_dims, dim=-1), node_attr)
+        else:
+            w = self.update_layer_2(v, node_attr)
         if _active(self.update_branch_2):
-            w = self.update_branch_2(w, v)
+            w = self.update_branch_2(w, v if isinstance(v, torch.Tensor) else torch.cat(v, dim=-1))
         x = x + w
 
         if self.feature_norm is not None:
