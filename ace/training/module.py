@@ -154,7 +154,10 @@ class ACEModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
-        self._epoch_t0 = time.perf_counter()
+        self._epoch_t0 = self._epoch_t1 = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self._epoch_t1 = time.perf_counter()  # the epoch's training time ends at its last batch
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if self.augment_so3:
@@ -219,7 +222,8 @@ class ACEModule(L.LightningModule):
         return trace
 
     def on_train_epoch_end(self) -> None:
-        self.log("time/train_epoch_s", time.perf_counter() - self._epoch_t0)
+        # Validation (if any) ran between the last batch and this hook: not counted here.
+        self.log("time/train_epoch_s", self._epoch_t1 - self._epoch_t0)
         schedulers = self.lr_schedulers()
         if schedulers is not None:
             for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
