@@ -24,6 +24,10 @@ def main(cfg: DictConfig) -> float | None:
     from ace.training import NonFiniteLossError
     from ace.training.pipeline import train
 
+    # Lightning installs its own console handler; Hydra's root handlers (console + <run>/train.log)
+    # already receive its records, so drop Lightning's to avoid every line printed twice.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
     try:
         results = train(cfg)
     except (DataIntegrityError, NonFiniteLossError) as err:
