@@ -77,3 +77,10 @@ def test_outputs_go_under_outputs_experiment(tmp_path):
     cfg = compose_cfg(["experiment=nbody_segnn"], tmp_path)
     assert Path(cfg.hydra.run.dir).parts[-3:-1] == ("outputs", "nbody_segnn")
     assert Path(cfg.hydra.sweep.dir).parts[-4:-1] == ("outputs", "nbody_segnn", "multirun")
+
+
+def test_seed_must_be_an_integer(tmp_path):
+    from ace.training.pipeline import train
+
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        train(compose_cfg(["seed=null", "logger=none"], tmp_path))

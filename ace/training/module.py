@@ -211,7 +211,11 @@ class ACEModule(L.LightningModule):
         return True if connector is None else bool(connector.should_update_logs)
 
     def _trace(self, gamma: torch.Tensor, slack: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Per-branch γ_i, λ_i, u_i, s_i under flat keys ``ace/<name>/layer_<i>`` (values γ^(t))."""
+        """Per-branch traces under flat keys ``ace/<name>/layer_<i>``.
+
+        γ and s are the values the step started from (γ^(t), s^(t)); λ and u are the values the
+        step produced (λ^(t+1), u^(t+1)).
+        """
         series = {"gamma": gamma}
         if self.constraint is not None:
             series.update(self.constraint.state())

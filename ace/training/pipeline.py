@@ -43,8 +43,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json``; returns the results dictionary."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.get("seed") is not None:
-        L.seed_everything(int(cfg.seed), workers=True)
+    if not isinstance(cfg.get("seed"), int):
+        raise ValueError(f"seed must be an integer (seed=0 is valid), got {cfg.get('seed')!r}")
+    L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
