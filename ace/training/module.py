@@ -210,15 +210,23 @@ class ACEModule(L.LightningModule):
         connector = getattr(self._trainer, "_logger_connector", None)
         return True if connector is None else bool(connector.should_update_logs)
 
+    def ace_state(self, gamma: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-branch γ (current, or the given values), and λ and u of the constraint if any."""
+        if gamma is None:
+            gamma = gammas(self.net).detach() if self.num_gammas else torch.empty(0)
+        state = {"gamma": gamma}
+        if self.constraint is not None:
+            state.update(self.constraint.state())
+        return state
+
     def _trace(self, gamma: torch.Tensor, slack: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Per-branch traces under flat keys ``ace/<name>/layer_<i>``.
 
         γ and s are the values the step started from (γ^(t), s^(t)); λ and u are the values the
         step produced (λ^(t+1), u^(t+1)).
         """
-        series = {"gamma": gamma}
-        if self.constraint is not None:
-            series.update(self.constraint.state())
+        series = self.ace_state(gamma)
+        if slack is not None:
             series["slack"] = slack
         trace = {f"ace/{name}/layer_{i}": v[i] for name, v in series.items() for i in range(len(v))}
         trace["ace/gamma_max"] = gamma.abs().max()

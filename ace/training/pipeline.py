@@ -73,10 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "global_step": trainer.global_step,
             "fit_seconds": fit_seconds,
             "parameters": counts,
-            "final": {
-                "gamma": [float(g) for g in _gammas(module)],
-                **{k: [float(x) for x in v] for k, v in _constraint_state(module).items()},
-            },
+            "final": {k: v.cpu().tolist() for k, v in module.ace_state().items()},
         }
         if cfg.get("test", True) and not trainer.fast_dev_run:
             results["modes"] = test_best_checkpoints(module, datamodule, module.checkpoint_dir)
@@ -86,16 +83,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return results
     finally:
         _finish_wandb(loggers)
-
-
-def _gammas(module) -> torch.Tensor:
-    from ace.core.homotopic import gammas
-
-    return gammas(module.net).detach().cpu() if module.num_gammas else torch.empty(0)
-
-
-def _constraint_state(module) -> dict[str, torch.Tensor]:
-    return {} if module.constraint is None else module.constraint.state()
 
 
 def export_pruned(module, checkpoint: Path, output_dir: Path) -> Path:
