@@ -20,7 +20,7 @@ log = logging.getLogger("train")
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from ace.data.errors import DataIntegrityError
+    from ace.data.errors import DataIntegrityError, DownloadError
     from ace.training import NonFiniteLossError
     from ace.training.pipeline import train
 
@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> float | None:
         logging.getLogger(name).handlers.clear()
     try:
         results = train(cfg)
-    except (DataIntegrityError, NonFiniteLossError) as err:
+    except (DataIntegrityError, DownloadError, NonFiniteLossError) as err:
         log.error("%s: %s", type(err).__name__, err)
         print(f"\nerror: {err}", file=sys.stderr)
         sys.exit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
@@ -18,16 +19,26 @@ EXPECTED = {  # experiment: (constraint class or None, train-time params, augmen
     "nbody_segnn_ace": ("EqualityConstraint", 937_960, False),
     "nbody_segnn_ace_resilient": ("ResilientConstraint", 937_960, False),
     "nbody_segnn_aug": (None, 937_960, True),
+    "qm9_schnet": (None, 127_553, False),
+    "qm9_schnet_ace": ("EqualityConstraint", 153_543, False),
+    "qm9_segnn": (None, 1_033_525, False),
+    "qm9_segnn_ace": ("EqualityConstraint", 9_869_667, False),
 }
+# data overrides that make each family's data module cheap (instantiation touches no files)
+FAMILY_DATA = {"nbody": TINY_DATA, "qm9": []}
 
 
-def test_every_nbody_experiment_is_known():
-    assert set(EXPECTED) <= set(EXPERIMENTS)
+def test_every_experiment_is_known():
+    assert set(EXPECTED) == set(EXPERIMENTS)
+    assert {e.split("_")[0] for e in EXPERIMENTS} <= set(FAMILY_DATA)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_instantiates(experiment, tmp_path, data_dir):
-    cfg = compose_cfg([f"experiment={experiment}", "seed=0", f"paths.data_dir={data_dir}", *TINY_DATA], tmp_path)
+    family_data = FAMILY_DATA[experiment.split("_")[0]]
+    cfg = compose_cfg(
+        [f"experiment={experiment}", "seed=0", f"paths.data_dir={data_dir}", *family_data], tmp_path
+    )
     assert cfg.seed == 0 and cfg.name == experiment
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model, task=datamodule.task, constraint=_constraint_factory(cfg))
@@ -46,6 +57,40 @@ def test_paper_hyperparameters_of_the_ace_run(tmp_path):
     assert cfg.constraint.dual_optimizer == "adam"  # what the authors ran (Table 4 tuned under it)
     assert cfg.data.batch_size == 100 and cfg.data.max_samples == 3000
     assert cfg.trainer.max_epochs == 2000 and cfg.trainer.check_val_every_n_epoch == 5
+
+
+def test_paper_settings_of_the_qm9_experiments(tmp_path):
+    schnet = compose_cfg(["experiment=qm9_schnet_ace", "seed=7"], tmp_path)
+    assert schnet.data.split == "random" and schnet.data.split_seed == 7  # one split per seed
+    assert not schnet.data.standardize and schnet.data.batch_size == 256
+    assert schnet.model.scheduler is None and schnet.constraint.dual_optimizer == "adam"
+    segnn = compose_cfg(["experiment=qm9_segnn_ace", "trainer.max_epochs=50"], tmp_path)
+    assert segnn.data.split == "cormorant" and segnn.data.standardize
+    assert segnn.data.batch_size == 128 and segnn.model.optimizer.weight_decay == 1e-8
+    scheduler = instantiate(segnn.model.scheduler)(torch.optim.SGD([torch.zeros(1)], lr=1.0))
+    assert sorted(scheduler.milestones) == [40, 45] and scheduler.gamma == 0.1
+
+
+@pytest.mark.parametrize("target", ["mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U",
+                                    "H", "G", "cv"])
+def test_every_qm9_target_is_selectable_by_name(target, tmp_path):
+    cfg = compose_cfg(["experiment=qm9_schnet", f"data.target={target}"], tmp_path)
+    datamodule = instantiate(cfg.data)
+    order = ["mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U", "H", "G", "cv"]
+    assert datamodule.task.target_index == order.index(target)
+
+
+@pytest.mark.parametrize(
+    "search, experiment, sizes",
+    [("qm9_grid", "qm9_schnet_ace", (4, 3, 5)), ("qm9_grid_vanilla", "qm9_segnn", (4, 5))],
+)
+def test_sweep_configs_hold_the_table4_grid(search, experiment, sizes, tmp_path):
+    cfg = compose_cfg([f"experiment={experiment}", f"hparams_search={search}"], tmp_path)
+    params = cfg.hydra.sweeper.params
+    assert tuple(len(str(v).split(",")) for v in params.values()) == sizes
+    assert params["model.optimizer.lr"] == "5e-5,5e-4,5e-3,1e-2"
+    if "constraint.dual_lr" in params:
+        assert params["constraint.dual_lr"] == "5e-4,1e-2,1e-1"
 
 
 def test_default_experiment_is_nbody_segnn_ace(tmp_path):

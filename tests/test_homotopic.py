@@ -80,3 +80,18 @@ def test_prune_removes_fneq_and_gamma_and_keeps_feq_outputs():
     x = torch.randn(6, 4)
     with equivariant_mode(model):
         assert torch.equal(pruned(x), model(x))
+
+
+def test_forward_stream_returns_the_branch_output_and_skips_it_in_equivariant_mode():
+    torch.manual_seed(1)
+    branch = HomotopicBranch(nn.Linear(3, 4), gamma_init=0.25)
+    eq_out, x = torch.randn(5, 4), torch.randn(5, 3)
+    out, neq = branch.forward_stream(eq_out, x)
+    assert torch.equal(neq, branch.f_neq(x))
+    assert torch.allclose(out, eq_out + 0.25 * neq)
+    assert torch.equal(out, branch(eq_out, x))
+    branch.relaxed = False
+    out, neq = branch.forward_stream(eq_out, x)
+    assert neq is None and torch.equal(out, eq_out)
+    pruned = prune(nn.Sequential(branch))[0]
+    assert pruned.forward_stream(eq_out, x) == (eq_out, None)

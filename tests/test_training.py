@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +13,8 @@ from ace.core.homotopic import count_parameters
 from ace.data.errors import DataIntegrityError
 from ace.training import NonFiniteLossError
 from ace.training.pipeline import train
-from tests.conftest import ROOT, TINY_DATA, compose_cfg
+from tests.conftest import TINY_DATA, compose_cfg
+from tests.conftest import run_train_py as _train_py
 
 
 def run(tmp_path: Path, data_dir: Path, *overrides: str) -> dict:
@@ -121,12 +119,6 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, dat
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
-
-
-def _train_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_unknown_experiment_names_the_available_ones(tmp_path):

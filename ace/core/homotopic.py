@@ -58,6 +58,20 @@ class HomotopicBranch(nn.Module):
             return eq_out
         return eq_out + self.gamma * self.f_neq(*neq_inputs)
 
+    def forward_stream(
+        self, eq_out: torch.Tensor, *neq_inputs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(eq_out + γ · f_neq(x), f_neq(x))``, for branches chained into a stream.
+
+        Models whose f_neq is a separate stream carried from layer to layer (SchNet's positional
+        stream, ``experiments.md`` §3.2) feed each branch's f_neq output to the next branch. In
+        equivariant mode nothing is evaluated and the stream is ``None``.
+        """
+        if not self.relaxed:
+            return eq_out, None
+        neq = self.f_neq(*neq_inputs)
+        return eq_out + self.gamma * neq, neq
+
     def extra_repr(self) -> str:
         return f"relaxed={self.relaxed}"
 
@@ -67,6 +81,11 @@ class PrunedBranch(nn.Module):
 
     def forward(self, eq_out: torch.Tensor, *neq_inputs: torch.Tensor) -> torch.Tensor:
         return eq_out
+
+    def forward_stream(
+        self, eq_out: torch.Tensor, *neq_inputs: torch.Tensor
+    ) -> tuple[torch.Tensor, None]:
+        return eq_out, None
 
 
 class Homotopic(nn.Module):

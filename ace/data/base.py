@@ -7,6 +7,8 @@ DataModule and calls ``task.loss`` for training, ``task.metric_sums`` for evalua
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -17,6 +19,10 @@ from ace.core.equivariance import GroupAction
 class Task:
     #: name of the reported metric, e.g. ``"mse"`` (logged as ``val/mse/eq``); lower is better
     metric_name: str = "loss"
+    #: unit of the metric (e.g. ``"eV"``), or None when unitless / not applicable
+    metric_unit: str | None = None
+    #: other units to report the metric in, as {unit: scale}: e.g. ``{"meV": 1000.0}`` for eV
+    alternative_units: Mapping[str, float] = MappingProxyType({})
     group_action: GroupAction
 
     def loss(self, pred: torch.Tensor, batch: Any) -> torch.Tensor:
@@ -29,3 +35,7 @@ class Task:
 
     def batch_size(self, batch: Any) -> int:
         return self.group_action.batch_size(batch)
+
+    def summary(self) -> dict[str, Any]:
+        """What results.json records about the task (e.g. target name and standardisation)."""
+        return {"metric": self.metric_name, "unit": self.metric_unit}

@@ -69,6 +69,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "name": cfg.get("name"),
             "seed": cfg.get("seed"),
             "metric": datamodule.task.metric_name,
+            "metric_unit": datamodule.task.metric_unit,
+            "task": datamodule.task.summary(),
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "fit_seconds": fit_seconds,

@@ -46,6 +46,15 @@ def test_best_checkpoints(module: ACEModule, datamodule, checkpoint_dir: str | P
                 "val": module.evaluate(val_loader, "relaxed"),
                 "test": module.evaluate(test_loader, "relaxed"),
             }
+    return with_alternative_units(modes, module.task)
+
+
+def with_alternative_units(modes: dict[str, Any], task) -> dict[str, Any]:
+    """Add ``val_<unit>`` / ``test_<unit>`` beside each metric (QM9 energies: eV and meV)."""
+    for unit, scale in (getattr(task, "alternative_units", None) or {}).items():
+        for entry in modes.values():
+            for key in ("val", "test"):
+                entry[f"{key}_{unit}"] = entry[key] * scale
     return modes
 
 

@@ -16,18 +16,19 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from ace.core.equivariance import GroupAction
 from ace.data.base import Task
 from ace.data.errors import DataIntegrityError
+from ace.data.samplers import EpochShuffleSampler
 from ace.data.nbody import simulator as sim
 
 __all__ = [
@@ -91,29 +92,6 @@ class NBodyDataset(Dataset):
 def identity_collate(batch: Batch) -> Batch:
     """Collate for :meth:`NBodyDataset.__getitems__`, which already returns a stacked batch."""
     return batch
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A fresh permutation each epoch, from ``torch.Generator().manual_seed(seed + epoch)``.
-
-    Lightning calls :meth:`set_epoch` at the start of every training epoch, so the order depends
-    only on (seed, epoch): runs are reproducible and resume exactly at epoch boundaries.
-    """
-
-    def __init__(self, num_samples: int, seed: int = 0):
-        self.num_samples = num_samples
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from ace.models.segnn.irreps import balanced_irreps, fc_weight_numel, weight_bal
 from ace.models.segnn.layout import concat_channels, to_channels_last, to_e3nn
 from ace.models.segnn.nbody import SEGNNNBody, fully_connected_edge_index
 from ace.models.segnn.norm import InstanceNorm
+from ace.models.segnn.qm9 import SEGNNQM9
 from ace.models.segnn.segnn import SEGNN, SEGNNLayer, ace_update_mlp
 from ace.models.segnn.tensor_product import O3TensorProduct, O3TensorProductSwishGate, pair_layout
 
@@ -11,6 +12,7 @@ __all__ = [
     "SEGNN",
     "SEGNNLayer",
     "SEGNNNBody",
+    "SEGNNQM9",
     "InstanceNorm",
     "O3TensorProduct",
     "O3TensorProductSwishGate",

@@ -1,0 +1,233 @@
+"""Benchmark SchNet × QM9 and SEGNN × QM9: training step and inference, vanilla vs ACE vs pruned.
+
+For each model (``SchNetQM9``, ``SEGNNQM9``, default Table 3 settings, float32, torch's default
+thread count) on one batch of synthetic QM9-like molecules:
+
+* train step = forward, L1 loss [+ Σ_i λ γ_i with λ = 0.1 for ACE, the Lagrangian term; the dual
+  update itself is a handful of scalar operations and is not timed], backward, Adam step (fused),
+  for the vanilla and the ACE model (relaxed mode, all γ trained), and the ratio ACE / vanilla;
+* inference (eval, ``no_grad``) of the pruned ACE model (its f_eq) and of the vanilla model, their
+  ratio, and the relaxed ACE model (f_eq + γ f_neq) for reference;
+* seconds per 1,000 molecules for each.
+
+Molecules: sizes uniform in 10..27 atoms (mean ≈ 18.5), self-avoiding random walks with
+1.0–1.5 Å steps (atoms ≥ 0.9 Å apart), atom types H/C/N/O/F (PyG QM9 fields ``z``, ``x`` [N, 11],
+``pos``). Medians over ``--reps`` repetitions after ``--warmup`` iterations, configurations timed
+round-robin in alternating order; the raw samples and min-based ratios are stored too (this shared
+2-core VM shows occasional multi-second stalls). Writes JSON to ``--out`` (default
+``outputs/bench/bench_qm9.json``), with the paper's GPU training-time ratios (Table 3: SchNet
+11.126 / 10.389 = 1.07, SEGNN-QM9 129.039 / 118.403 = 1.09) for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch_geometric.data import Batch, Data
+
+from ace.core.homotopic import count_parameters, gammas, num_gammas, prune
+from ace.models import SchNetQM9, SEGNNQM9
+
+LAMBDA = 0.1
+ATOMIC_NUMBERS = torch.tensor([1, 6, 7, 8, 9])  # H, C, N, O, F
+PAPER_GPU = {  # Table 3, training time (units as in the paper), ACE / vanilla
+    "schnet": {"vanilla": 10.389, "ace": 11.126, "ratio": 11.126 / 10.389},
+    "segnn": {"vanilla": 118.403, "ace": 129.039, "ratio": 129.039 / 118.403},
+}
+
+
+def random_molecule(n: int, g: torch.Generator) -> Data:
+    """Self-avoiding random walk of ``n`` atoms, 1.0–1.5 Å steps, random H/C/N/O/F types."""
+    pos = torch.zeros(n, 3, dtype=torch.float64)
+    k = 1
+    while k < n:
+        step = torch.randn(3, generator=g, dtype=torch.float64)
+        step = step / step.norm() * (1.0 + 0.5 * torch.rand((), generator=g, dtype=torch.float64))
+        p = pos[k - 1] + step
+        if bool(((pos[:k] - p).norm(dim=-1) >= 0.9).all()):
+            pos[k] = p
+            k += 1
+    types = torch.randint(0, 5, (n,), generator=g)
+    x = torch.zeros(n, 11)
+    x[torch.arange(n), types] = 1.0
+    x[:, 5] = ATOMIC_NUMBERS[types].float()
+    return Data(z=ATOMIC_NUMBERS[types], x=x, pos=pos.float(), y=torch.randn(1, 1, generator=g))
+
+
+def make_batch(num_molecules: int, seed: int) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(10, 28, (num_molecules,), generator=g).tolist()
+    return Batch.from_data_list([random_molecule(n, g) for n in sizes])
+
+
+def make_train_step(model: torch.nn.Module):
+    opt = torch.optim.Adam(model.parameters(), lr=5e-4, fused=True)
+    is_ace = num_gammas(model) > 0
+
+    def step(batch):
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.l1_loss(model(batch), batch.y)
+        if is_ace:
+            loss = loss + LAMBDA * gammas(model).sum()  # λ held constant (ace_algorithm.md §2)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def make_infer(model):
+    @torch.no_grad()
+    def infer(batch):
+        return model(batch)
+
+    return infer
+
+
+def time_round_robin(fns: dict, batch, warmup: int, reps: int) -> dict[str, dict[str, float]]:
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn(batch)
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(fns.items())
+    for rep in range(reps):
+        for k, fn in order if rep % 2 == 0 else order[::-1]:  # alternate to cancel order bias
+            t0 = time.perf_counter()
+            fn(batch)
+            samples[k].append(time.perf_counter() - t0)
+    out = {}
+    for k, v in samples.items():
+        q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
+        out[k] = {"median_s": statistics.median(v), "min_s": min(v), "q1_s": q[0], "q3_s": q[2],
+                  "samples_s": v}
+    return out
+
+
+def ratio(timings: dict, a: str, b: str, stat: str = "median_s") -> float:
+    return timings[a][stat] / timings[b][stat]
+
+
+def per_1000(timings: dict, num_molecules: int) -> dict[str, float]:
+    return {k: v["median_s"] / num_molecules * 1000 for k, v in timings.items()}
+
+
+def bench_model(name: str, cls, batch_size: int, warmup: int, reps: int, seed: int) -> dict:
+    batch = make_batch(batch_size, seed)
+    torch.manual_seed(seed)
+    vanilla = cls()
+    ace = cls(ace_branches=True)
+    pruned = prune(ace)
+    num_nodes = batch.num_nodes
+    if name == "segnn":
+        num_edges = int(vanilla.graph_features(batch)["edge_index"].shape[1])
+    else:
+        num_edges = int(vanilla.schnet.interaction_graph(batch.pos, batch.batch)[0].shape[1])
+    result: dict = {
+        "model": cls.__name__,
+        "batch_molecules": batch_size,
+        "atoms": num_nodes,
+        "mean_atoms_per_molecule": num_nodes / batch_size,
+        "edges": num_edges,
+        "mean_degree": num_edges / num_nodes,
+        "params": {
+            "vanilla": count_parameters(vanilla),
+            "ace": count_parameters(ace),
+            "pruned": count_parameters(pruned),
+            "num_gammas": num_gammas(ace),
+        },
+    }
+    t0 = time.perf_counter()
+    train = time_round_robin(
+        {"vanilla": make_train_step(vanilla), "ace": make_train_step(ace)}, batch, warmup, reps
+    )
+    result["train_step"] = train
+    result["train_ratio_ace_over_vanilla"] = ratio(train, "ace", "vanilla")
+    result["train_ratio_ace_over_vanilla_min"] = ratio(train, "ace", "vanilla", "min_s")
+    result["train_s_per_1000_molecules"] = per_1000(train, batch_size)
+
+    for m in (vanilla, ace, pruned):
+        m.eval()
+    infer = time_round_robin(
+        {"vanilla": make_infer(vanilla), "pruned_ace": make_infer(pruned),
+         "ace_relaxed": make_infer(ace)},
+        batch, warmup, reps,
+    )
+    result["inference"] = infer
+    result["inference_ratio_pruned_over_vanilla"] = ratio(infer, "pruned_ace", "vanilla")
+    result["inference_ratio_pruned_over_vanilla_min"] = ratio(
+        infer, "pruned_ace", "vanilla", "min_s")
+    result["inference_ratio_relaxed_over_vanilla"] = ratio(infer, "ace_relaxed", "vanilla")
+    result["inference_s_per_1000_molecules"] = per_1000(infer, batch_size)
+    result["paper_gpu_train_ratio"] = PAPER_GPU[name]["ratio"]
+    result["paper_gpu_train_time"] = {k: PAPER_GPU[name][k] for k in ("vanilla", "ace")}
+    result["bench_wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["schnet", "segnn"],
+                        choices=["schnet", "segnn"])
+    parser.add_argument("--batch-schnet", type=int, default=256)
+    parser.add_argument("--batch-segnn", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=None,
+                        help="default: 10 for SchNet, 5 for SEGNN (2 / 2 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small batches (32 molecules), 1 warm-up, 2 repetitions")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="outputs/bench/bench_qm9.json")
+    args = parser.parse_args()
+
+    if args.quick:
+        args.batch_schnet = args.batch_segnn = 32
+        args.warmup = 1
+    result: dict = {
+        "script": "scripts/bench_qm9.py",
+        "quick": args.quick,
+        "dtype": "float32",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "warmup": args.warmup,
+        "lambda": LAMBDA,
+        "optimizer": "Adam(fused=True)",
+        "loss": "L1 (+ lambda * sum(gamma) for ACE)",
+        "molecules": "synthetic: sizes U{10..27}, self-avoiding random walk, 1.0-1.5 A steps, "
+                     "types H/C/N/O/F",
+        "paper_gpu_train_ratio": {k: v["ratio"] for k, v in PAPER_GPU.items()},
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+        "loadavg_start": os.getloadavg(),
+        "models": {},
+    }
+    specs = {
+        "schnet": (SchNetQM9, args.batch_schnet, args.reps or (2 if args.quick else 10)),
+        "segnn": (SEGNNQM9, args.batch_segnn, args.reps or (2 if args.quick else 5)),
+    }
+    for name in args.models:
+        cls, bs, reps = specs[name]
+        r = bench_model(name, cls, bs, args.warmup, reps, args.seed)
+        r["reps"] = reps
+        result["models"][name] = r
+        print(f"{name}: train ACE/vanilla = {r['train_ratio_ace_over_vanilla']:.3f} "
+              f"(paper GPU {r['paper_gpu_train_ratio']:.3f}); inference pruned/vanilla = "
+              f"{r['inference_ratio_pruned_over_vanilla']:.3f}; train s/1000 mol = "
+              f"{r['train_s_per_1000_molecules']}; infer s/1000 mol = "
+              f"{r['inference_s_per_1000_molecules']}", flush=True)
+    result["loadavg_end"] = os.getloadavg()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
