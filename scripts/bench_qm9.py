@@ -25,17 +25,25 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
 import torch
 from torch_geometric.data import Batch, Data
 
-from ace.core.homotopic import count_parameters, gammas, num_gammas, prune
+from ace.core.homotopic import count_parameters, num_gammas, prune
 from ace.models import SchNetQM9, SEGNNQM9
+from bench_common import LAMBDA, make_infer, time_round_robin
+from bench_common import make_train_step as _make_train_step
 
-LAMBDA = 0.1
+
+def qm9_l1(pred, batch):
+    return torch.nn.functional.l1_loss(pred, batch.y)
+
+
+def make_train_step(model):
+    return _make_train_step(model, qm9_l1, lr=5e-4)
+
 ATOMIC_NUMBERS = torch.tensor([1, 6, 7, 8, 9])  # H, C, N, O, F
 PAPER_GPU = {  # Table 3, training time (units as in the paper), ACE / vanilla
     "schnet": {"vanilla": 10.389, "ace": 11.126, "ratio": 11.126 / 10.389},
@@ -65,49 +73,6 @@ def make_batch(num_molecules: int, seed: int) -> Batch:
     g = torch.Generator().manual_seed(seed)
     sizes = torch.randint(10, 28, (num_molecules,), generator=g).tolist()
     return Batch.from_data_list([random_molecule(n, g) for n in sizes])
-
-
-def make_train_step(model: torch.nn.Module):
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4, fused=True)
-    is_ace = num_gammas(model) > 0
-
-    def step(batch):
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.l1_loss(model(batch), batch.y)
-        if is_ace:
-            loss = loss + LAMBDA * gammas(model).sum()  # λ held constant (ace_algorithm.md §2)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
-
-
-def make_infer(model):
-    @torch.no_grad()
-    def infer(batch):
-        return model(batch)
-
-    return infer
-
-
-def time_round_robin(fns: dict, batch, warmup: int, reps: int) -> dict[str, dict[str, float]]:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn(batch)
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    order = list(fns.items())
-    for rep in range(reps):
-        for k, fn in order if rep % 2 == 0 else order[::-1]:  # alternate to cancel order bias
-            t0 = time.perf_counter()
-            fn(batch)
-            samples[k].append(time.perf_counter() - t0)
-    out = {}
-    for k, v in samples.items():
-        q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
-        out[k] = {"median_s": statistics.median(v), "min_s": min(v), "q1_s": q[0], "q3_s": q[2],
-                  "samples_s": v}
-    return out
 
 
 def ratio(timings: dict, a: str, b: str, stat: str = "median_s") -> float:
@@ -145,7 +110,8 @@ def bench_model(name: str, cls, batch_size: int, warmup: int, reps: int, seed: i
     }
     t0 = time.perf_counter()
     train = time_round_robin(
-        {"vanilla": make_train_step(vanilla), "ace": make_train_step(ace)}, batch, warmup, reps
+        {"vanilla": make_train_step(vanilla), "ace": make_train_step(ace)}, batch, warmup, reps,
+        keep_samples=True,
     )
     result["train_step"] = train
     result["train_ratio_ace_over_vanilla"] = ratio(train, "ace", "vanilla")
@@ -157,7 +123,7 @@ def bench_model(name: str, cls, batch_size: int, warmup: int, reps: int, seed: i
     infer = time_round_robin(
         {"vanilla": make_infer(vanilla), "pruned_ace": make_infer(pruned),
          "ace_relaxed": make_infer(ace)},
-        batch, warmup, reps,
+        batch, warmup, reps, keep_samples=True,
     )
     result["inference"] = infer
     result["inference_ratio_pruned_over_vanilla"] = ratio(infer, "pruned_ace", "vanilla")

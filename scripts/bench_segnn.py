@@ -25,17 +25,23 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from ace.core.homotopic import count_parameters, gammas, prune
+from ace.core.homotopic import count_parameters, prune
 from ace.models.segnn import SEGNNNBody
+from bench_common import LAMBDA, make_infer, time_round_robin
+from bench_common import make_train_step as _make_train_step
 
-LAMBDA = 0.1
 
+def nbody_mse(pred, batch):
+    return torch.nn.functional.mse_loss(pred, batch["target"])
+
+
+def make_train_step(model, forward=None, adam: str = "fused"):
+    return _make_train_step(model, nbody_mse, forward=forward, adam=adam, lr=1e-4)
 
 def make_batch(B: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Random N-body-like systems: positions ~ N(0, 2²), velocities ~ N(0, 0.5²), charges ±1."""
@@ -44,51 +50,6 @@ def make_batch(B: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     charges = torch.randint(0, 2, (B, 5, 1), generator=generator).float() * 2 - 1
     target = loc + vel + 0.05 * torch.randn(B, 5, 3, generator=generator)
     return {"loc": loc, "vel": vel, "charges": charges, "target": target}
-
-
-def make_train_step(model: torch.nn.Module, forward=None, adam: str = "fused"):
-    """One optimisation step; ``forward`` (e.g. a compiled model) defaults to ``model``."""
-    kwargs = {"fused": True} if adam == "fused" else {"foreach": True} if adam == "foreach" else {}
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, **kwargs)
-    forward = model if forward is None else forward
-    is_ace = any(n.endswith("gamma") for n, _ in model.named_parameters())
-
-    def step(batch):
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(forward(batch), batch["target"])
-        if is_ace:
-            loss = loss + LAMBDA * gammas(model).sum()  # λ held constant (ace_algorithm.md §2)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
-
-
-def make_infer(forward):
-    @torch.no_grad()
-    def infer(batch):
-        return forward(batch)
-
-    return infer
-
-
-def time_round_robin(fns: dict, batch, warmup: int, reps: int) -> dict[str, dict[str, float]]:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn(batch)
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    order = list(fns.items())
-    for rep in range(reps):
-        for k, fn in order if rep % 2 == 0 else order[::-1]:  # alternate to cancel order bias
-            t0 = time.perf_counter()
-            fn(batch)
-            samples[k].append(time.perf_counter() - t0)
-    out = {}
-    for k, v in samples.items():
-        q = statistics.quantiles(v, n=4)
-        out[k] = {"median_s": statistics.median(v), "min_s": min(v), "q1_s": q[0], "q3_s": q[2]}
-    return out
 
 
 def ratio(timings: dict, a: str, b: str) -> float:

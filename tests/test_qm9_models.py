@@ -9,7 +9,6 @@ edges; everything that checks invariance runs in float64.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -27,6 +26,7 @@ from ace.core.homotopic import (
 )
 from ace.models import SchNetQM9, SEGNNQM9
 from ace.models.graph import radius_graph
+from tests.conftest import float64
 
 ATOMIC_NUMBERS = torch.tensor([1, 6, 7, 8, 9])  # H, C, N, O, F (one-hot columns 0–4 of x)
 SIZES = (3, 5, 9, 7)
@@ -94,16 +94,6 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def batch() -> Batch:
     return Batch.from_data_list(make_molecules())
-
-
-@contextmanager
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def _build(cls, seed: int = 0, **kwargs):

@@ -7,7 +7,6 @@ Everything runs in float64 on tiny batches.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -34,21 +33,12 @@ from ace.models.segnn.layout import (
     to_e3nn,
 )
 from ace.models.segnn.tensor_product import pair_layout
+from tests.conftest import float64
 
 try:  # the data module's action, when present
     from ace.data.nbody.datamodule import NBodyRotation as _Action
 except ImportError:  # pragma: no cover - fallback, same semantics
     _Action = None
-
-
-@contextmanager
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def make_batch(B: int = 3, seed: int = 0, dtype=torch.float64) -> dict[str, torch.Tensor]:

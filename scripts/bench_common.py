@@ -1,0 +1,77 @@
+"""Timing helpers shared by the model benchmarks (``bench_segnn.py``, ``bench_qm9.py``)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from ace.core.homotopic import gammas, num_gammas
+
+#: λ held constant in the timed ACE steps: loss + λ Σ γ_i (ace_algorithm.md §2)
+LAMBDA = 0.1
+
+
+def make_train_step(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.Tensor, object], torch.Tensor],
+    forward: Callable | None = None,
+    adam: str = "fused",
+    lr: float = 1e-4,
+):
+    """One optimisation step: forward, ``loss_fn(pred, batch)`` [+ λ Σγ for ACE], backward, Adam.
+
+    ``forward`` (e.g. a compiled model) defaults to ``model``; ``adam`` is ``"fused"``,
+    ``"foreach"`` or ``"default"`` (torch's per-tensor loop on CPU).
+    """
+    kwargs = {"fused": True} if adam == "fused" else {"foreach": True} if adam == "foreach" else {}
+    opt = torch.optim.Adam(model.parameters(), lr=lr, **kwargs)
+    forward = model if forward is None else forward
+    is_ace = num_gammas(model) > 0
+
+    def step(batch):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(forward(batch), batch)
+        if is_ace:
+            loss = loss + LAMBDA * gammas(model).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def make_infer(forward: Callable):
+    @torch.no_grad()
+    def infer(batch):
+        return forward(batch)
+
+    return infer
+
+
+def time_round_robin(fns: dict, batch, warmup: int, reps: int,
+                     keep_samples: bool = False) -> dict[str, dict]:
+    """Median / min / quartiles of each function's time on ``batch``.
+
+    The functions are timed round-robin, alternating direction each repetition, so that load
+    drifts on a shared machine hit them equally.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn(batch)
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(fns.items())
+    for rep in range(reps):
+        for k, fn in order if rep % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            fn(batch)
+            samples[k].append(time.perf_counter() - t0)
+    out = {}
+    for k, v in samples.items():
+        q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
+        out[k] = {"median_s": statistics.median(v), "min_s": min(v), "q1_s": q[0], "q3_s": q[2]}
+        if keep_samples:
+            out[k]["samples_s"] = v
+    return out
