@@ -75,3 +75,16 @@ def time_round_robin(fns: dict, batch, warmup: int, reps: int,
         if keep_samples:
             out[k]["samples_s"] = v
     return out
+
+
+def write_result(result: dict, out: str) -> None:
+    """Record the load average at the end, write ``result`` as JSON to ``out`` and print it."""
+    import json
+    import os
+    from pathlib import Path
+
+    result["loadavg_end"] = os.getloadavg()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))

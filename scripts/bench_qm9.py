@@ -22,18 +22,16 @@ round-robin in alternating order; the raw samples and min-based ratios are store
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 from torch_geometric.data import Batch, Data
 
 from ace.core.homotopic import count_parameters, num_gammas, prune
 from ace.models import SchNetQM9, SEGNNQM9
-from bench_common import LAMBDA, make_infer, time_round_robin
+from bench_common import LAMBDA, make_infer, time_round_robin, write_result
 from bench_common import make_train_step as _make_train_step
 
 
@@ -188,11 +186,7 @@ def main() -> None:
               f"{r['inference_ratio_pruned_over_vanilla']:.3f}; train s/1000 mol = "
               f"{r['train_s_per_1000_molecules']}; infer s/1000 mol = "
               f"{r['inference_s_per_1000_molecules']}", flush=True)
-    result["loadavg_end"] = os.getloadavg()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

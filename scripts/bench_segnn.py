@@ -22,17 +22,15 @@ step on a 2-core CPU of this kind.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 
 from ace.core.homotopic import count_parameters, prune
 from ace.models.segnn import SEGNNNBody
-from bench_common import LAMBDA, make_infer, time_round_robin
+from bench_common import LAMBDA, make_infer, time_round_robin, write_result
 from bench_common import make_train_step as _make_train_step
 
 
@@ -156,11 +154,7 @@ def main() -> None:
             "inference_ratio_pruned_over_vanilla": ratio(cinfer, "pruned_ace", "vanilla"),
         }
 
-    result["loadavg_end"] = os.getloadavg()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":
