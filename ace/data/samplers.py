@@ -1,13 +1,15 @@
-"""Samplers shared by the data modules."""
+"""Samplers, collate and loaders shared by the data modules."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from typing import Any
 
-__all__ = ["EpochShuffleSampler"]
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+__all__ = ["EpochShuffleSampler", "identity_collate", "stacked_loader"]
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -31,3 +33,16 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+def identity_collate(batch: Any) -> Any:
+    """Collate for datasets whose ``__getitems__`` already returns a stacked batch dict."""
+    return batch
+
+
+def stacked_loader(
+    dataset: Dataset, batch_size: int, num_workers: int = 0, **kwargs: Any
+) -> DataLoader:
+    """A DataLoader over a dataset with a batched ``__getitems__`` (N-body, MoCap)."""
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=identity_collate,
+                      num_workers=num_workers, persistent_workers=num_workers > 0, **kwargs)

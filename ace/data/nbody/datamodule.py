@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from ace.core.equivariance import GroupAction
 from ace.data.base import Task
 from ace.data.errors import DataIntegrityError
-from ace.data.samplers import EpochShuffleSampler
+from ace.data.samplers import EpochShuffleSampler, identity_collate, stacked_loader
 from ace.data.nbody import simulator as sim
 
 __all__ = [
@@ -87,11 +87,6 @@ class NBodyDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return {k: t[idx] for k, t in self.tensors.items()}
-
-
-def identity_collate(batch: Batch) -> Batch:
-    """Collate for :meth:`NBodyDataset.__getitems__`, which already returns a stacked batch."""
-    return batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,9 +306,7 @@ class NBodyDataModule(L.LightningDataModule):
     def _loader(self, split: str, **kwargs: Any) -> DataLoader:
         if not self.datasets:
             self.setup()
-        return DataLoader(self.datasets[split], batch_size=self.batch_size,
-                          collate_fn=identity_collate, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **kwargs)
+        return stacked_loader(self.datasets[split], self.batch_size, self.num_workers, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         if self.drop_last and self.batch_size > self.max_samples:
