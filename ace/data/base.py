@@ -37,5 +37,6 @@ class Task:
         return self.group_action.batch_size(batch)
 
     def summary(self) -> dict[str, Any]:
-        """What results.json records about the task (e.g. target name and standardisation)."""
-        return {"metric": self.metric_name, "unit": self.metric_unit}
+        """Task-specific facts for results.json's ``task`` entry (e.g. QM9's target and
+        standardisation); the metric name and unit are recorded beside it."""
+        return {}

@@ -473,11 +473,10 @@ class MoCapDataModule(L.LightningDataModule):
         ensure_files(self.data_dir, self.case, self.base_url)
 
     def setup(self, stage: str | None = None) -> None:
-        """Verify (hash), load and build all three splits; idempotent. Downloads missing files
-        first (normally :meth:`prepare_data` already did)."""
+        """Verify (hash), load and build all three splits; idempotent. Never downloads: that is
+        :meth:`prepare_data`'s job (rank 0 only), so every file is read and hashed once here."""
         if self.datasets:
             return
-        ensure_files(self.data_dir, self.case, self.base_url)
         edges, X, splits = load_case(self.data_dir, self.case)
         edge_index, edge_type = skeleton_graph(edges)
         self.graph = {"edge_index": edge_index, "edge_type": edge_type}
