@@ -39,6 +39,7 @@ bench: install  ## run the benchmarks; JSON under outputs/bench/
 	$(PY) scripts/bench_segnn.py
 	$(PY) scripts/bench_training.py
 	$(PY) scripts/bench_qm9.py
+	$(PY) scripts/bench_mocap.py
 
 clean:  ## remove outputs and caches (keeps data/ and .venv)
 	rm -rf outputs/* .pytest_cache

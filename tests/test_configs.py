@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from ace.core.homotopic import count_parameters
 from ace.training.pipeline import _constraint_factory
@@ -19,13 +20,17 @@ EXPECTED = {  # experiment: (constraint class or None, train-time params, augmen
     "nbody_segnn_ace": ("EqualityConstraint", 937_960, False),
     "nbody_segnn_ace_resilient": ("ResilientConstraint", 937_960, False),
     "nbody_segnn_aug": (None, 937_960, True),
+    "mocap_egno": (None, 1_192_684, False),
+    "mocap_egno_ace": ("EqualityConstraint", 1_304_762, False),
+    "mocap_egno_ace_resilient": ("ResilientConstraint", 1_304_762, False),
+    "mocap_egno_ace_onesided": ("OneSidedConstraint", 1_304_762, False),
     "qm9_schnet": (None, 127_553, False),
     "qm9_schnet_ace": ("EqualityConstraint", 153_543, False),
     "qm9_segnn": (None, 1_033_525, False),
     "qm9_segnn_ace": ("EqualityConstraint", 9_869_667, False),
 }
 # data overrides that make each family's data module cheap (instantiation touches no files)
-FAMILY_DATA = {"nbody": TINY_DATA, "qm9": []}
+FAMILY_DATA = {"nbody": TINY_DATA, "qm9": [], "mocap": []}
 
 
 def test_every_experiment_is_known():
@@ -71,6 +76,23 @@ def test_paper_settings_of_the_qm9_experiments(tmp_path):
     assert sorted(scheduler.milestones) == [40, 45] and scheduler.gamma == 0.1
 
 
+def test_paper_settings_of_the_mocap_experiments(tmp_path):
+    """Official config_mocap_no.json and README command (experiments.md §4.3)."""
+    for experiment in ("mocap_egno", "mocap_egno_ace", "mocap_egno_ace_resilient",
+                       "mocap_egno_ace_onesided"):
+        cfg = compose_cfg([f"experiment={experiment}"], tmp_path)
+        assert cfg.data.batch_size == 12 and cfg.data.case == "run" and cfg.data.drop_last
+        assert cfg.data.delta_frame == 30 and cfg.model.net.num_timesteps == 5
+        assert cfg.trainer.max_epochs == 3000 and cfg.trainer.check_val_every_n_epoch == 5
+        assert cfg.model.optimizer.lr == 5e-4 and cfg.model.optimizer.weight_decay == 1e-10
+        assert cfg.model.grad_clip_norm == 1.0
+        if experiment != "mocap_egno":
+            assert cfg.constraint.dual_optimizer == "adam" and cfg.constraint.dual_adam_eps == 1e-4
+            assert cfg.constraint.dual_lr == 2e-4
+    walk = compose_cfg(["experiment=mocap_egno", "data.case=walk"], tmp_path)
+    assert instantiate(walk.data).case == "walk"
+
+
 @pytest.mark.parametrize("target", ["mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U",
                                     "H", "G", "cv"])
 def test_every_qm9_target_is_selectable_by_name(target, tmp_path):
@@ -80,17 +102,28 @@ def test_every_qm9_target_is_selectable_by_name(target, tmp_path):
     assert datamodule.task.target_index == order.index(target)
 
 
+GRIDS = {  # Table 4 rows: primal lr, dual lr (ACE only)
+    "qm9": ("5e-5,5e-4,5e-3,1e-2", "5e-4,1e-2,1e-1"),
+    "mocap": ("5e-4,1e-3", "5e-5,2e-4,1e-2"),
+}
+
+
 @pytest.mark.parametrize(
     "search, experiment, sizes",
-    [("qm9_grid", "qm9_schnet_ace", (4, 3, 5)), ("qm9_grid_vanilla", "qm9_segnn", (4, 5))],
+    [("qm9_grid", "qm9_schnet_ace", (4, 3, 5)), ("qm9_grid_vanilla", "qm9_segnn", (4, 5)),
+     ("mocap_grid", "mocap_egno_ace_resilient", (2, 3, 3)),
+     ("mocap_grid_vanilla", "mocap_egno", (2, 3))],
 )
 def test_sweep_configs_hold_the_table4_grid(search, experiment, sizes, tmp_path):
     cfg = compose_cfg([f"experiment={experiment}", f"hparams_search={search}"], tmp_path)
     params = cfg.hydra.sweeper.params
     assert tuple(len(str(v).split(",")) for v in params.values()) == sizes
-    assert params["model.optimizer.lr"] == "5e-5,5e-4,5e-3,1e-2"
+    primal, dual = GRIDS[search.split("_")[0]]
+    assert params["model.optimizer.lr"] == primal
     if "constraint.dual_lr" in params:
-        assert params["constraint.dual_lr"] == "5e-4,1e-2,1e-1"
+        assert params["constraint.dual_lr"] == dual
+    for key in params:  # every swept key exists in the composed config
+        assert OmegaConf.select(cfg, key) is not None, key
 
 
 def test_default_experiment_is_nbody_segnn_ace(tmp_path):
