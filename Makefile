@@ -11,10 +11,10 @@ ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ace-installed
 
-.PHONY: help install train test test-full bench clean
+.PHONY: help install train test test-full bench reproduce-nbody reproduce-nbody-cpu clean
 
 help:  ## show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-20s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv and install torch ($(TORCH_SPEC)) and ace with test extras
 
@@ -40,6 +40,30 @@ bench: install  ## run the benchmarks; JSON under outputs/bench/
 	$(PY) scripts/bench_training.py
 	$(PY) scripts/bench_qm9.py
 	$(PY) scripts/bench_mocap.py
+
+# Paper protocol for N-body (Table 2 left, Figs. 2 and 6): the Table 4 grids, 5 seeds, 2000 epochs.
+# 75 ACE + 25 vanilla + 25 augmented runs of about 1 GPU-hour each: use a cluster,
+#   make reproduce-nbody LAUNCHER=slurm SWEEP_ARGS="trainer=gpu hydra.launcher.partition=gpu"
+LAUNCHER ?= basic
+SWEEP_ARGS ?=
+NBODY_OUT ?= outputs/reproduce_nbody
+reproduce-nbody: install  ## full N-body protocol (GPU-scale; LAUNCHER=slurm), then tables and figures
+	$(PY) scripts/generate_nbody.py
+	$(PY) train.py -m experiment=nbody_segnn_ace hparams_search=nbody_grid launcher=$(LAUNCHER) hydra.sweep.dir=$(NBODY_OUT)/ace $(SWEEP_ARGS)
+	$(PY) train.py -m experiment=nbody_segnn hparams_search=nbody_grid_vanilla launcher=$(LAUNCHER) hydra.sweep.dir=$(NBODY_OUT)/vanilla $(SWEEP_ARGS)
+	$(PY) train.py -m experiment=nbody_segnn_aug hparams_search=nbody_grid_vanilla launcher=$(LAUNCHER) hydra.sweep.dir=$(NBODY_OUT)/aug $(SWEEP_ARGS)
+	$(PY) scripts/aggregate.py $(NBODY_OUT)
+	$(PY) scripts/plot.py $(NBODY_OUT)
+
+# Reduced CPU version (docs/results.md): vanilla vs ACE equality at the official learning rates
+# (no grid), 3 seeds, CPU_EPOCHS epochs, two single-thread jobs at a time.
+CPU_EPOCHS ?= 200
+NBODY_CPU_OUT ?= outputs/reproduce_nbody_cpu
+reproduce-nbody-cpu: install  ## reduced N-body comparison on a CPU (vanilla vs ACE, 3 seeds, CPU_EPOCHS epochs)
+	$(PY) scripts/generate_nbody.py
+	$(PY) train.py -m experiment=nbody_segnn,nbody_segnn_ace seed=42,43,44 trainer.max_epochs=$(CPU_EPOCHS) launcher=local_parallel logger=csv hydra.sweep.dir=$(NBODY_CPU_OUT) $(SWEEP_ARGS)
+	$(PY) scripts/aggregate.py $(NBODY_CPU_OUT)
+	$(PY) scripts/plot.py $(NBODY_CPU_OUT)
 
 clean:  ## remove outputs and caches (keeps data/ and .venv)
 	rm -rf outputs/* .pytest_cache

@@ -20,20 +20,31 @@ log = logging.getLogger("train")
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from ace.data.errors import DataIntegrityError, DownloadError
     from ace.training import NonFiniteLossError
-    from ace.training.pipeline import train
+    from ace.training.pipeline import record_failure, train
 
     # Lightning installs its own console handler; Hydra's root handlers (console + <run>/train.log)
     # already receive its records, so drop Lightning's to avoid every line printed twice.
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = train(cfg)
-    except (DataIntegrityError, DownloadError, NonFiniteLossError) as err:
-        log.error("%s: %s", type(err).__name__, err)
-        print(f"\nerror: {err}", file=sys.stderr)
-        sys.exit(1)
+    except Exception as err:
+        if in_sweep:
+            # One failed job must not stop the sweep: record it where aggregate.py looks.
+            log.exception("job failed; recorded in results.json, the sweep continues")
+            record_failure(cfg, err)
+            return None
+        if isinstance(err, DataIntegrityError | DownloadError | NonFiniteLossError):
+            log.error("%s: %s", type(err).__name__, err)
+            print(f"\nerror: {err}", file=sys.stderr)
+            sys.exit(1)
+        raise
     modes = results.get("modes", {})
     # The value a sweeper minimises: validation metric of f_eq at its best checkpoint.
     return modes.get("eq", {}).get("val")

@@ -105,6 +105,7 @@ def test_every_qm9_target_is_selectable_by_name(target, tmp_path):
 GRIDS = {  # Table 4 rows: primal lr, dual lr (ACE only)
     "qm9": ("5e-5,5e-4,5e-3,1e-2", "5e-4,1e-2,1e-1"),
     "mocap": ("5e-4,1e-3", "5e-5,2e-4,1e-2"),
+    "nbody": ("5e-4,8e-4,9e-4,1e-3,5e-3", "5e-5,1e-4,8e-4"),
 }
 
 
@@ -112,7 +113,8 @@ GRIDS = {  # Table 4 rows: primal lr, dual lr (ACE only)
     "search, experiment, sizes",
     [("qm9_grid", "qm9_schnet_ace", (4, 3, 5)), ("qm9_grid_vanilla", "qm9_segnn", (4, 5)),
      ("mocap_grid", "mocap_egno_ace_resilient", (2, 3, 3)),
-     ("mocap_grid_vanilla", "mocap_egno", (2, 3))],
+     ("mocap_grid_vanilla", "mocap_egno", (2, 3)),
+     ("nbody_grid", "nbody_segnn_ace", (5, 3, 5)), ("nbody_grid_vanilla", "nbody_segnn", (5, 5))],
 )
 def test_sweep_configs_hold_the_table4_grid(search, experiment, sizes, tmp_path):
     cfg = compose_cfg([f"experiment={experiment}", f"hparams_search={search}"], tmp_path)
@@ -162,3 +164,56 @@ def test_seed_must_be_an_integer(tmp_path):
 
     with pytest.raises(ValueError, match="seed must be an integer"):
         train(compose_cfg(["seed=null", "logger=none"], tmp_path))
+
+
+def test_nbody_grid_is_the_default_experiments_sweep(tmp_path):
+    cfg = compose_cfg(["hparams_search=nbody_grid"], tmp_path)
+    assert cfg.name == "nbody_segnn_ace" and cfg.hydra.sweeper.params["seed"] == "42,43,44,45,46"
+
+
+def test_sample_efficiency_sweep_composes_for_both_experiments(tmp_path):
+    cfg = compose_cfg(["hparams_search=nbody_sample_efficiency"], tmp_path)
+    params = cfg.hydra.sweeper.params
+    assert params["experiment"] == "nbody_segnn,nbody_segnn_ace"
+    assert [int(v) for v in params["data.max_samples"].split(",")] == [1000, 3000, 5000, 7000, 9000]
+    assert "sample_efficiency" in cfg.hydra.sweep.dir
+    for experiment in params["experiment"].split(","):  # each job keeps its experiment's name
+        job = compose_cfg(["hparams_search=nbody_sample_efficiency", f"experiment={experiment}",
+                           "data.max_samples=5000"], tmp_path)
+        assert job.name == experiment and job.data.max_samples == 5000
+
+
+def test_slurm_launcher_composes_with_all_its_settings(tmp_path):
+    cfg = compose_cfg(["launcher=slurm", "hparams_search=nbody_grid", "trainer=gpu",
+                       "hydra.launcher.partition=gpu", "hydra.launcher.account=proj",
+                       "hydra.launcher.qos=high", "hydra.launcher.gpus_per_node=4",
+                       "hydra.launcher.tasks_per_node=4", "hydra.launcher.timeout_min=120",
+                       "hydra.launcher.mem_gb=64", "hydra.launcher.cpus_per_task=6",
+                       "+hydra.launcher.additional_parameters.mail-type=END"], tmp_path)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.account, launcher.qos) == ("gpu", "proj", "high")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.timeout_min) == (4, 4, 120)
+    assert (launcher.mem_gb, launcher.cpus_per_task) == (64, 6)
+    assert launcher.additional_parameters["mail-type"] == "END"
+    assert launcher.submitit_folder.endswith(".submitit/%j")
+    assert cfg.trainer.accelerator == "gpu"
+
+
+@pytest.mark.parametrize("launcher, target", [
+    ("basic", "BasicLauncher"), ("local_parallel", "JoblibLauncher"),
+    ("submitit_local", "submitit_launcher.LocalLauncher"),
+])
+def test_local_launchers_compose(launcher, target, tmp_path):
+    cfg = compose_cfg([f"launcher={launcher}"], tmp_path)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "local_parallel":
+        assert cfg.hydra.launcher.n_jobs == 2 and cfg.num_threads == 1
+
+
+def test_ddp_trainer_composes_and_instantiates_on_cpu(tmp_path):
+    cfg = compose_cfg(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"], tmp_path)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm is False
+    assert cfg.trainer.use_distributed_sampler is False  # EpochShuffleSampler shards by rank
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.world_size == 2 and type(trainer.strategy).__name__ == "DDPStrategy"

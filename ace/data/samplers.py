@@ -17,6 +17,12 @@ class EpochShuffleSampler(Sampler[int]):
 
     Lightning calls :meth:`set_epoch` at the start of every training epoch, so the order depends
     only on (seed, epoch): runs are reproducible and resume exactly at epoch boundaries.
+
+    Under DDP (an initialised process group, ``trainer=ddp`` with ``use_distributed_sampler:
+    false``) every rank draws the same permutation and takes ``perm[rank::world_size]``, cut to
+    ``num_samples // world_size`` so all ranks run the same number of steps: the ranks see
+    disjoint shards that change every epoch. Validation and test loaders stay unsharded, so each
+    rank computes the full-set metric that selects checkpoints.
     """
 
     def __init__(self, num_samples: int, seed: int = 0):
@@ -27,12 +33,23 @@ class EpochShuffleSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    @staticmethod
+    def _rank_world() -> tuple[int, int]:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=g).tolist())
+        perm = torch.randperm(self.num_samples, generator=g)
+        rank, world = self._rank_world()
+        if world > 1:
+            perm = perm[rank::world][: self.num_samples // world]
+        return iter(perm.tolist())
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.num_samples // self._rank_world()[1]
 
 
 def identity_collate(batch: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import torch
 
 
 class ValidateOnLastEpoch(L.Callback):
@@ -20,3 +21,28 @@ class ValidateOnLastEpoch(L.Callback):
         if hasattr(self, "_interval"):
             trainer.check_val_every_n_epoch = self._interval
             del self._interval
+
+
+class ReplicaConsistency(L.Callback):
+    """Under DDP, check after every training epoch that γ, λ and u are identical on all ranks.
+
+    Why they are (README "Multi-GPU"): DDP all-reduces the gradients of every primal parameter
+    (network, γ and the slacks u), so each rank takes the same primal step; the dual step then
+    uses s = γ (or |γ| − u), which are replicated values, so λ needs no communication of its own.
+    A mismatch therefore means a bug (e.g. a rank-dependent dual update) and stops the run.
+    ``pl_module.replica_max_abs_diff`` keeps the largest difference seen (0.0 when consistent).
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size < 2 or not getattr(pl_module, "num_gammas", 0):
+            return
+        state = pl_module.ace_state()
+        flat = torch.cat([state[k].detach().reshape(-1).float() for k in sorted(state)])
+        gathered = pl_module.all_gather(flat)  # [world_size, n]
+        diff = float((gathered - gathered[0]).abs().max())
+        pl_module.replica_max_abs_diff = max(getattr(pl_module, "replica_max_abs_diff", 0.0), diff)
+        if diff > 0.0:
+            raise RuntimeError(
+                f"γ/λ/u differ across DDP ranks by {diff:.3e} at epoch {trainer.current_epoch}: "
+                "the dual variables must stay replicated (see ace.training.callbacks.ReplicaConsistency)"
+            )

@@ -30,7 +30,7 @@ from ace.core.equivariance import equivariance_error
 from ace.core.homotopic import equivariant_mode, gammas, num_gammas, relaxed_mode
 from ace.core.step import primal_dual_step
 from ace.data.base import Task
-from ace.training.callbacks import ValidateOnLastEpoch
+from ace.training.callbacks import ReplicaConsistency, ValidateOnLastEpoch
 
 MODES = ("eq", "relaxed")
 
@@ -105,6 +105,8 @@ class ACEModule(L.LightningModule):
         self._val_sums: dict[str, list[float]] = {}
         self._last_train_batch: Any = None
         self._epoch_t0 = 0.0
+        # Seconds per training / validation epoch of this process (Table 3; results.json medians).
+        self.epoch_seconds: dict[str, list[float]] = {"train": [], "val": []}
 
     # ------------------------------------------------------------------ forward & optimizers
     def forward(self, batch: Any) -> torch.Tensor:
@@ -123,7 +125,7 @@ class ACEModule(L.LightningModule):
         return optimizers, [{"scheduler": self.scheduler_factory(primal), "interval": "epoch"}]
 
     def configure_callbacks(self):
-        callbacks: list[L.Callback] = [ValidateOnLastEpoch()]
+        callbacks: list[L.Callback] = [ValidateOnLastEpoch(), ReplicaConsistency()]
         if self.checkpoint_dir is None:
             return callbacks
         metric = self.task.metric_name
@@ -235,7 +237,8 @@ class ACEModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # Validation (if any) ran between the last batch and this hook: not counted here.
-        self.log("time/train_epoch_s", self._epoch_t1 - self._epoch_t0)
+        self.epoch_seconds["train"].append(self._epoch_t1 - self._epoch_t0)
+        self.log("time/train_epoch_s", self.epoch_seconds["train"][-1])
         schedulers = self.lr_schedulers()
         if schedulers is not None:
             for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
@@ -266,6 +269,8 @@ class ACEModule(L.LightningModule):
         for mode, (total, count) in self._val_sums.items():
             if count:
                 self.log(f"val/{metric}/{mode}", total / count, prog_bar=True)
+        if not self.trainer.sanity_checking:
+            self.epoch_seconds["val"].append(time.perf_counter() - self._val_t0)
         self.log("time/val_epoch_s", time.perf_counter() - self._val_t0)
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.log_test_metric and datamodule is not None and not self.trainer.sanity_checking:

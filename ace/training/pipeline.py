@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,18 @@ def _constraint_factory(cfg: DictConfig):
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train, evaluate and write ``results.json``; returns the results dictionary."""
+    """Train, evaluate and write ``results.json``; returns the results dictionary.
+
+    Under DDP every rank runs this function; only global rank 0 tests and writes files, after
+    the final γ/λ/u of every rank have been gathered into ``results.json["replicas"]``.
+    """
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if not isinstance(cfg.get("seed"), int):
         raise ValueError(f"seed must be an integer (seed=0 is valid), got {cfg.get('seed')!r}")
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    _check_ddp_launch(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -68,15 +76,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results: dict[str, Any] = {
             "name": cfg.get("name"),
             "seed": cfg.get("seed"),
+            "status": "completed",
             "metric": datamodule.task.metric_name,
             "metric_unit": datamodule.task.metric_unit,
             "task": datamodule.task.summary(),
+            "hparams": run_hparams(cfg),
+            "overrides": job_overrides(),
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "fit_seconds": fit_seconds,
+            "seconds_per_epoch": {k: _median_or_none(v) for k, v in module.epoch_seconds.items()},
             "parameters": counts,
             "final": {k: v.cpu().tolist() for k, v in module.ace_state().items()},
         }
+        if trainer.world_size > 1:
+            results["replicas"] = _gather_replicas(module, trainer.world_size)
+        if not trainer.is_global_zero:
+            return results
         if cfg.get("test", True) and not trainer.fast_dev_run:
             results["modes"] = test_best_checkpoints(module, datamodule, module.checkpoint_dir)
             export_pruned(module, Path(module.checkpoint_dir) / "best_eq.ckpt", output_dir)
@@ -85,6 +101,58 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return results
     finally:
         _finish_wandb(loggers)
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved settings a results table needs beside the overrides: learning rates, epochs
+    and every scalar of the data config (QM9 target, MoCap case, N-body max_samples, ...)."""
+    constraint = cfg.get("constraint") or {}
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return {
+        "lr": OmegaConf.select(cfg, "model.optimizer.lr"),
+        "dual_lr": constraint.get("dual_lr"),
+        "constraint": constraint.get("_target_", "none").rsplit(".", 1)[-1],
+        "max_epochs": OmegaConf.select(cfg, "trainer.max_epochs"),
+        "data": {k: v for k, v in data.items()
+                 if isinstance(v, str | int | float | bool) and not k.startswith("_")
+                 and k not in ("data_dir", "base_url", "url")},
+    }
+
+
+def job_overrides() -> list[str]:
+    """The command-line overrides of this job (``[]`` outside a Hydra run, e.g. in tests)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def _gather_replicas(module, world_size: int) -> dict[str, Any]:
+    """γ, λ, u of every rank (all ranks must call this): proof that the duals stay replicated."""
+    state = module.ace_state()
+    gathered = {k: module.all_gather(v.detach()).cpu().tolist() for k, v in sorted(state.items())}
+    return {"world_size": world_size,
+            "max_abs_diff": getattr(module, "replica_max_abs_diff", 0.0), **gathered}
+
+
+def _check_ddp_launch(cfg: DictConfig) -> None:
+    """Lightning's DDP launcher re-runs ``sys.argv`` for ranks > 0, which in a local ``-m``
+    sweep would start the whole sweep again in every child: refuse with the way out."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="auto"))
+    if "ddp" not in strategy or not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    launcher = str(OmegaConf.select(hydra_cfg, "launcher._target_", default=""))
+    if hydra_cfg.mode == RunMode.MULTIRUN and "SlurmLauncher" not in launcher:
+        raise ValueError(
+            "trainer=ddp cannot run inside a local multirun (Lightning would re-launch the whole "
+            "sweep on every rank). Run DDP jobs one at a time, or sweep with launcher=slurm and "
+            "hydra.launcher.tasks_per_node=<trainer.devices> (one SLURM task per GPU)."
+        )
 
 
 def export_pruned(module, checkpoint: Path, output_dir: Path) -> Path:
@@ -105,3 +173,28 @@ def _finish_wandb(loggers: list[Any]) -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+def record_failure(cfg: DictConfig, err: BaseException) -> Path:
+    """Write ``results.json`` with ``status: failed`` (error and traceback) for a failed job."""
+    import traceback
+
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:  # the failure may come from the config itself: never mask it with a second error
+        hparams = run_hparams(cfg)
+    except Exception:  # noqa: BLE001
+        hparams = {}
+    return write_json(output_dir / "results.json", {
+        "name": cfg.get("name"),
+        "seed": cfg.get("seed"),
+        "status": "failed",
+        "error": f"{type(err).__name__}: {err}",
+        "traceback": "".join(traceback.format_exception(err)),
+        "hparams": hparams,
+        "overrides": job_overrides(),
+    })
+
+
+def _median_or_none(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None

@@ -1,0 +1,291 @@
+"""Collect runs' ``results.json``, select learning rates by validation, write the paper's tables.
+
+Protocol (paper App. A.5, ace_algorithm.md §6): the runs of one experiment and variant (MoCap
+case, QM9 target) are grouped into *candidates*, i.e. everything that was set differently
+except the seed (the learning rates, plus any other non-bookkeeping override). Per mode (f_eq and
+f_eq + γ f_neq, separately) the candidate with the lowest mean validation metric over its seeds
+is selected and its test metric is reported as mean ± std over those seeds (population std,
+``ddof=0``, as ``numpy.std``). Each run's per-mode numbers are already those of that mode's
+best-validation checkpoint (``results.json["modes"]``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ace.reproduction.paper import TABLE3, TABLES, Table
+
+# Overrides that never change what a run computes (paths, logging, launchers, devices) and the
+# keys that are the grid itself; the rest of a job's overrides distinguishes candidates.
+BOOKKEEPING_PREFIXES = (
+    "seed=", "paths.", "logger", "hydra.", "ckpt_path=", "launcher=", "num_threads=",
+    "hparams_search=", "experiment=", "trainer.enable_progress_bar=", "trainer.devices=",
+    "trainer.accelerator=", "trainer.strategy=", "trainer=", "data.base_url=", "data.url=",
+    "data.num_workers=", "model.log_test_metric=", "callbacks=", "name=", "tags=",
+)
+GRID_KEYS = ("model.optimizer.lr=", "constraint.dual_lr=")
+MODES = ("eq", "relaxed")
+
+
+@dataclass
+class Run:
+    path: Path
+    record: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.record.get("name"))
+
+    @property
+    def seed(self) -> Any:
+        return self.record.get("seed")
+
+    @property
+    def failed(self) -> bool:
+        return self.record.get("status", "completed") != "completed"
+
+    @property
+    def variant(self) -> str:
+        """QM9 target, MoCap case, or "" (N-body)."""
+        task = self.record.get("task") or {}
+        if "target" in task:
+            return str(task["target"])
+        data = (self.record.get("hparams") or {}).get("data") or {}
+        if "target" in data:
+            return str(data["target"])
+        return str(data.get("case", ""))
+
+    @property
+    def candidate(self) -> str:
+        """Everything set for this run except the seed and bookkeeping, as one readable string."""
+        hparams = self.record.get("hparams") or {}
+        parts = [f"lr={hparams.get('lr')}"]
+        if hparams.get("dual_lr") is not None:
+            parts.append(f"dual_lr={hparams['dual_lr']}")
+        parts += sorted(o for o in self.record.get("overrides", [])
+                        if not o.startswith(BOOKKEEPING_PREFIXES + GRID_KEYS))
+        return ", ".join(parts)
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """Every ``results.json`` under the given files or directories (recursively), by path."""
+    found: dict[Path, Run] = {}
+    for root in map(Path, paths):
+        if not root.exists():
+            raise FileNotFoundError(f"{root} does not exist: pass run or sweep directories "
+                                    "(e.g. outputs/nbody_segnn_ace/multirun/<time>)")
+        files = [root] if root.is_file() else sorted(root.rglob("results.json"))
+        for file in files:
+            try:
+                record = json.loads(file.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{file} is not valid JSON ({err}); delete or re-run that job") from err
+            found[file.resolve()] = Run(file.parent, _backfill(record, file.parent))
+    return [found[k] for k in sorted(found)]
+
+
+def _backfill(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Runs written before results.json carried ``hparams``/``overrides``: read them from the
+    run's ``.hydra/config.yaml`` and ``.hydra/overrides.yaml``."""
+    hydra_dir = run_dir / ".hydra"
+    if "overrides" not in record and (hydra_dir / "overrides.yaml").exists():
+        from omegaconf import OmegaConf
+
+        record["overrides"] = list(OmegaConf.load(hydra_dir / "overrides.yaml"))
+    if "hparams" not in record and (hydra_dir / "config.yaml").exists():
+        from omegaconf import OmegaConf
+
+        from ace.training.pipeline import run_hparams
+
+        record["hparams"] = run_hparams(OmegaConf.load(hydra_dir / "config.yaml"))
+    return record
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+@dataclass
+class Selection:
+    experiment: str
+    variant: str
+    mode: str
+    candidate: str
+    val_mean: float
+    test_mean: float
+    test_std: float
+    seeds: list[Any]
+    candidates: int  # how many candidates competed
+
+
+def candidate_stats(runs: list[Run]) -> list[dict[str, Any]]:
+    """One entry per (experiment, variant, mode, candidate): seeds, val and test mean ± std."""
+    groups: dict[tuple[str, str, str, str], list[Run]] = {}
+    for run in runs:
+        if run.failed:
+            continue
+        for mode in MODES:
+            if mode in (run.record.get("modes") or {}):
+                groups.setdefault((run.name, run.variant, mode, run.candidate), []).append(run)
+    stats = []
+    for (name, variant, mode, candidate), members in sorted(groups.items()):
+        val = [r.record["modes"][mode]["val"] for r in members]
+        test = [r.record["modes"][mode]["test"] for r in members]
+        stats.append({
+            "experiment": name, "variant": variant, "mode": mode, "candidate": candidate,
+            "seeds": [r.seed for r in members], "val": mean_std(val), "test": mean_std(test),
+        })
+    return stats
+
+
+def select(runs: list[Run]) -> dict[tuple[str, str, str], Selection]:
+    """Per (experiment, variant, mode): the candidate with the lowest mean validation metric."""
+    best: dict[tuple[str, str, str], Selection] = {}
+    counts: dict[tuple[str, str, str], int] = {}
+    for s in candidate_stats(runs):
+        key = (s["experiment"], s["variant"], s["mode"])
+        counts[key] = counts.get(key, 0) + 1
+        if key not in best or s["val"][0] < best[key].val_mean:
+            best[key] = Selection(*key, s["candidate"], s["val"][0], *s["test"], s["seeds"], 0)
+    for key, sel in best.items():
+        sel.candidates = counts[key]
+    return best
+
+
+# ---------------------------------------------------------------------------------- formatting
+def _fmt(mean: float, std: float, scale: float, digits: int) -> str:
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def _digits(table: Table) -> int:
+    return 4 if table.scale == 1.0 else 2
+
+
+def paper_table(table: Table, selections: dict, latex: bool = False) -> str | None:
+    """Markdown (or LaTeX) of one paper table: ours (n seeds) beside the paper's value."""
+    variants = [v for v in table.variants
+                if any((r.experiment, v, r.mode) in selections for r in table.rows)]
+    if not variants:
+        return None
+    header = ["Model"]
+    for v in variants:
+        col = table.variants[v]
+        header += [f"{col} ours".strip(), f"{col} paper".strip()]
+    lines = []
+    for row in table.rows:
+        cells = [row.label]
+        for v in variants:
+            sel = selections.get((row.experiment, v, row.mode))
+            ours = (f"{_fmt(sel.test_mean, sel.test_std, table.scale, _digits(table))} "
+                    f"(n={len(sel.seeds)})") if sel else "—"
+            cells += [ours, row.paper.get(v, "—")]
+        if any(c != "—" for c in cells[1::2]):  # show rows we ran, or the paper printed
+            lines.append(cells)
+    if latex:
+        return _latex(table.title, header, lines)
+    out = [f"### {table.title}", "", "| " + " | ".join(header) + " |",
+           "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(cells) + " |" for cells in lines]
+    if table.note:
+        out += ["", table.note]
+    return "\n".join(out)
+
+
+def _latex(title: str, header: list[str], lines: list[list[str]]) -> str:
+    def tex(cell: str) -> str:
+        cell = cell.replace("±", r"$\pm$").replace("_", r"\_").replace("↑", r"$\uparrow$")
+        return cell.replace("‡", r"$\ddagger$").replace("†", r"$\dagger$").replace("—", "--")
+
+    out = [f"% {title}", r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}", r"\toprule",
+           " & ".join(tex(h) for h in header) + r" \\", r"\midrule"]
+    out += [" & ".join(tex(c) for c in cells) + r" \\" for cells in lines]
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out)
+
+
+def table3(runs: list[Run], latex: bool = False) -> str | None:
+    """Parameters (train-time / pruned) and median train / validation seconds per epoch."""
+    by_name: dict[str, list[Run]] = {}
+    for run in runs:
+        if not run.failed and "parameters" in run.record:
+            by_name.setdefault(run.name, []).append(run)
+    if not by_name:
+        return None
+    header = ["Experiment", "#Params ours (pruned)", "#Params paper", "Train s/epoch ours",
+              "paper", "Val s/epoch ours", "paper"]
+    lines = []
+    for name, members in sorted(by_name.items()):
+        params = members[0].record["parameters"]
+        secs = {k: [r.record.get("seconds_per_epoch", {}).get(k) for r in members] for k in ("train", "val")}
+        secs = {k: [x for x in v if x is not None] for k, v in secs.items()}
+        ours = {k: statistics.median(v) if v else None for k, v in secs.items()}
+        paper = TABLE3.get(name)
+        lines.append([
+            name, f"{params['train']:,} ({params['pruned']:,})",
+            f"{paper[0]:,}" if paper else "—",
+            f"{ours['train']:.3f}" if ours["train"] is not None else "—",
+            f"{paper[1]:.3f}" if paper else "—",
+            f"{ours['val']:.3f}" if ours["val"] is not None else "—",
+            f"{paper[2]:.3f}" if paper else "—",
+        ])
+    title = "Table 3: parameters and seconds per epoch (ours: this machine; paper: RTX A5000)"
+    if latex:
+        return _latex(title, header, lines)
+    return "\n".join([f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(c) + " |" for c in lines])
+
+
+def selection_table(runs: list[Run]) -> str:
+    """Every candidate with its validation and test mean ± std; the selected one marked."""
+    selections = select(runs)
+    out = ["### All candidates (metric in the run's unit; * = selected by validation)", "",
+           "| experiment | variant | mode | candidate | seeds | val | test |", "|---|---|---|---|---|---|---|"]
+    for s in candidate_stats(runs):
+        sel = selections[(s["experiment"], s["variant"], s["mode"])]
+        mark = "*" if sel.candidate == s["candidate"] else ""
+        out.append(f"| {s['experiment']} | {s['variant'] or '—'} | {s['mode']} | {s['candidate']}{mark} "
+                   f"| {len(s['seeds'])} | {s['val'][0]:.4g} ± {s['val'][1]:.2g} "
+                   f"| {s['test'][0]:.4g} ± {s['test'][1]:.2g} |")
+    return "\n".join(out)
+
+
+def failed_table(runs: list[Run]) -> str | None:
+    failed = [r for r in runs if r.failed]
+    if not failed:
+        return None
+    out = [f"### Failed runs ({len(failed)})", "", "| run directory | experiment | seed | error |",
+           "|---|---|---|---|"]
+    for r in failed:
+        error = str(r.record.get("error", "")).replace("|", "/").splitlines()[0][:200]
+        out.append(f"| {r.path} | {r.name} | {r.seed} | {error} |")
+    return "\n".join(out)
+
+
+def report(runs: list[Run], latex: bool = False) -> str:
+    """The whole report: paper tables, Table 3, then (Markdown only) candidates and failures."""
+    selections = select(runs)
+    parts = [paper_table(t, selections, latex) for t in TABLES]
+    known = {(r.experiment, r.mode) for t in TABLES for r in t.rows}
+    other = sorted(k for k in selections if (k[0], k[2]) not in known)
+    if other and not latex:
+        lines = ["### Other experiments (test metric, raw units)", "", "| experiment | variant | mode | test | n |",
+                 "|---|---|---|---|---|"]
+        for key in other:
+            s = selections[key]
+            lines.append(f"| {key[0]} | {key[1] or '—'} | {key[2]} | {s.test_mean:.4g} ± {s.test_std:.2g} "
+                         f"| {len(s.seeds)} |")
+        parts.append("\n".join(lines))
+    parts.append(table3(runs, latex))
+    if not latex:
+        parts += [selection_table(runs), failed_table(runs)]
+    completed = sum(not r.failed for r in runs)
+    head = (f"% {completed} completed and {len(runs) - completed} failed runs" if latex else
+            f"{completed} completed and {len(runs) - completed} failed runs.")
+    return "\n\n".join([head] + [p for p in parts if p]) + "\n"
+

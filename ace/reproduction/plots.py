@@ -1,0 +1,200 @@
+"""The paper's figures from logged runs (CSV metrics + results.json), as PNG and PDF.
+
+* :func:`plot_traces` — γ_i and λ_i per layer over training (Figs. 6, 8–11), slacks u_i (Fig. 5);
+* :func:`plot_equivariance` — equivariance error of f_eq + γ f_neq over epochs (Fig. 4);
+* :func:`plot_val_curves` — validation metric over epochs, vanilla vs ACE (Fig. 2 left);
+* :func:`plot_sample_efficiency` — test metric versus training-set size (Fig. 2 right).
+
+Runs are directories holding ``csv/metrics.csv`` (``logger=csv`` or the default logger) and/or
+``results.json``. Curves of several seeds of one experiment are drawn as mean with a min–max band.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+LAYER = re.compile(r"^ace/(gamma|lambda|u)/layer_(\d+)$")
+
+
+class RunLog:
+    """One run directory: its metrics frame (may be empty) and results.json (may be empty)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        csv = path / "csv" / "metrics.csv"
+        self.metrics = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
+        results = path / "results.json"
+        self.results: dict[str, Any] = json.loads(results.read_text()) if results.exists() else {}
+        if self.results.get("name"):
+            self.name = str(self.results["name"])
+        else:
+            self.name = path.parent.name if path.name.startswith("seed") else path.name
+
+    @property
+    def metric(self) -> str | None:
+        cols = [c for c in self.metrics.columns if c.startswith("val/") and c.endswith("/eq")]
+        return cols[0].split("/")[1] if cols else self.results.get("metric")
+
+    def series(self, column: str, x: str = "step") -> pd.DataFrame:
+        if column not in self.metrics.columns:
+            return pd.DataFrame(columns=[x, column])
+        return self.metrics[[x, column]].dropna().groupby(x, as_index=False).last()
+
+
+def find_run_dirs(paths: list[str | Path]) -> list[RunLog]:
+    dirs: set[Path] = set()
+    for root in map(Path, paths):
+        if not root.exists():
+            raise FileNotFoundError(f"{root} does not exist: pass a run or sweep directory")
+        for marker in list(root.rglob("metrics.csv")) + list(root.rglob("results.json")):
+            dirs.add(marker.parent.parent if marker.name == "metrics.csv" else marker.parent)
+    return [RunLog(d) for d in sorted(dirs)]
+
+
+def _save(fig, out: Path, stem: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    fig.tight_layout()
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def plot_traces(run: RunLog, out: Path, stem: str) -> list[Path]:
+    """γ_i and λ_i per layer against the training step; u_i too for resilient runs."""
+    layers: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for col in run.metrics.columns:
+        m = LAYER.match(col)
+        if m:
+            layers[m.group(1)].append((int(m.group(2)), col))
+    if not layers:
+        return []
+    kinds = [k for k in ("gamma", "lambda", "u") if k in layers]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False)
+    symbol = {"gamma": "γ", "lambda": "λ", "u": "u"}
+    cmap = plt.get_cmap("viridis")
+    for ax, kind in zip(axes[0], kinds):
+        cols = sorted(layers[kind])
+        for i, col in cols:
+            s = run.series(col)
+            ax.plot(s["step"], s[col], color=cmap(i / max(len(cols) - 1, 1)), lw=1.0, label=f"{symbol[kind]}_{i}")
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.set_xlabel("training step")
+        ax.set_title(f"{symbol[kind]} per layer")
+    if len(layers["gamma"]) <= 12:
+        axes[0][0].legend(fontsize=6, ncol=2)
+    fig.suptitle(f"{run.name} ({run.path.name})", fontsize=9)
+    return _save(fig, out, stem)
+
+
+def _grouped(runs: list[RunLog], column: str) -> dict[str, pd.DataFrame]:
+    """Per experiment: columns = runs, index = epoch (one value per epoch)."""
+    groups: dict[str, list[pd.Series]] = defaultdict(list)
+    for run in runs:
+        s = run.series(column, x="epoch")
+        if len(s):
+            groups[run.name].append(s.set_index("epoch")[column])
+    return {name: pd.concat(series, axis=1) for name, series in groups.items()}
+
+
+def _band(ax, frame: pd.DataFrame, label: str, **kw) -> None:
+    x = frame.index.to_numpy()
+    ax.plot(x, frame.mean(axis=1), label=f"{label} (n={frame.shape[1]})", **kw)
+    if frame.shape[1] > 1:
+        ax.fill_between(x, frame.min(axis=1), frame.max(axis=1), alpha=0.2, color=kw.get("color"))
+
+
+def plot_val_curves(runs: list[RunLog], out: Path) -> list[Path]:
+    metric = next((r.metric for r in runs if r.metric), None)
+    if metric is None:
+        return []
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    colors = iter(plt.get_cmap("tab10").colors)
+    drawn = False
+    for mode, style in (("eq", "-"), ("relaxed", "--")):
+        for name, frame in sorted(_grouped(runs, f"val/{metric}/{mode}").items()):
+            if mode == "relaxed" and frame.isna().all().all():
+                continue
+            label = f"{name} f_eq" if mode == "eq" else f"{name} f_eq+γf_neq"
+            _band(ax, frame, label, color=next(colors), ls=style)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return []
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric}")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "val_curves")
+
+
+def plot_equivariance(runs: list[RunLog], out: Path) -> list[Path]:
+    groups = _grouped(runs, "equivariance/mean")
+    groups = {k: v for k, v in groups.items() if v.abs().max().max() > 0}
+    if not groups:
+        return []
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    colors = iter(plt.get_cmap("tab10").colors)
+    for name, frame in sorted(groups.items()):
+        _band(ax, frame, name, color=next(colors))
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("equivariance error of f_eq + γ f_neq")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "equivariance_error")
+
+
+def plot_sample_efficiency(runs: list[RunLog], out: Path) -> list[Path]:
+    """Test metric (f_eq, each run at its best-validation checkpoint) vs data.max_samples."""
+    points: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        data = (run.results.get("hparams") or {}).get("data") or {}
+        eq = (run.results.get("modes") or {}).get("eq")
+        size = data.get("max_samples", data.get("max_samples_train"))
+        if eq is not None and size is not None:
+            points[run.name][int(size)].append(eq["test"])
+    points = {k: v for k, v in points.items() if len(v) >= 2}
+    if not points:
+        return []
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, by_size in sorted(points.items()):
+        sizes = sorted(by_size)
+        mean = np.array([np.mean(by_size[s]) for s in sizes])
+        std = np.array([np.std(by_size[s]) for s in sizes])
+        ax.errorbar(sizes, mean, yerr=std, marker="o", capsize=3, label=f"{name} f_eq")
+    metric = next((r.results.get("metric") for r in runs if r.results.get("metric")), "metric")
+    ax.set_xlabel("training samples")
+    ax.set_ylabel(f"test {metric}")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "sample_efficiency")
+
+
+def plot_all(paths: list[str | Path], out: Path) -> list[Path]:
+    """Every figure the runs under ``paths`` have data for; per experiment, the trace figures
+    of its best run (lowest f_eq validation metric)."""
+    runs = find_run_dirs(paths)
+    written: list[Path] = []
+    best: dict[str, RunLog] = {}
+    for run in runs:
+        val = ((run.results.get("modes") or {}).get("eq") or {}).get("val", np.inf)
+        if run.name not in best or val < ((best[run.name].results.get("modes") or {}).get("eq") or {}).get("val", np.inf):
+            best[run.name] = run
+    for name, run in sorted(best.items()):
+        stem = f"traces_{name}" + (f"_seed{run.results['seed']}" if "seed" in run.results else "")
+        written += plot_traces(run, out, stem)
+    written += plot_equivariance(runs, out)
+    written += plot_val_curves(runs, out)
+    written += plot_sample_efficiency(runs, out)
+    return written
