@@ -102,6 +102,16 @@ def test_resume_from_mid_run_checkpoint_is_exact(tmp_path, data_dir):
     assert any("gamma" in k for k in a) and "constraint.dual" in a
 
 
+def test_resuming_into_the_same_run_directory_keeps_the_metrics_history(tmp_path, data_dir):
+    run(tmp_path, data_dir, "logger=csv", "seed=4", "trainer.max_epochs=2")
+    assert metrics(tmp_path)["train/loss_epoch"].dropna().size == 2
+    run(tmp_path, data_dir, "logger=csv", "seed=4", "trainer.max_epochs=4",
+        f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}")
+    frame = metrics(tmp_path)
+    assert frame[["epoch", "train/loss_epoch"]].dropna()["epoch"].astype(int).tolist() == [0, 1, 2, 3]
+    assert frame[["epoch", "val/mse/eq"]].dropna()["epoch"].astype(int).tolist() == [1, 3]
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, data_dir, monkeypatch):
     from ace.data.nbody import NBodyTask
 
