@@ -186,10 +186,12 @@ def plot_all(paths: list[str | Path], out: Path) -> list[Path]:
     of its best run (lowest f_eq validation metric)."""
     runs = find_run_dirs(paths)
     written: list[Path] = []
+    def eq_val(run: RunLog) -> float:
+        return ((run.results.get("modes") or {}).get("eq") or {}).get("val", np.inf)
+
     best: dict[str, RunLog] = {}
     for run in runs:
-        val = ((run.results.get("modes") or {}).get("eq") or {}).get("val", np.inf)
-        if run.name not in best or val < ((best[run.name].results.get("modes") or {}).get("eq") or {}).get("val", np.inf):
+        if run.name not in best or eq_val(run) < eq_val(best[run.name]):
             best[run.name] = run
     for name, run in sorted(best.items()):
         stem = f"traces_{name}" + (f"_seed{run.results['seed']}" if "seed" in run.results else "")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import lightning as L
-import torch
 
 
 class ValidateOnLastEpoch(L.Callback):
@@ -30,17 +29,19 @@ class ReplicaConsistency(L.Callback):
     (network, γ and the slacks u), so each rank takes the same primal step; the dual step then
     uses s = γ (or |γ| − u), which are replicated values, so λ needs no communication of its own.
     A mismatch therefore means a bug (e.g. a rank-dependent dual update) and stops the run.
-    ``pl_module.replica_max_abs_diff`` keeps the largest difference seen (0.0 when consistent).
+    ``pl_module.replicas`` holds every rank's γ/λ/u after the last epoch and the largest
+    difference seen (``max_abs_diff``, 0.0 when consistent).
     """
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.world_size < 2 or not getattr(pl_module, "num_gammas", 0):
             return
-        state = pl_module.ace_state()
-        flat = torch.cat([state[k].detach().reshape(-1).float() for k in sorted(state)])
-        gathered = pl_module.all_gather(flat)  # [world_size, n]
-        diff = float((gathered - gathered[0]).abs().max())
-        pl_module.replica_max_abs_diff = max(getattr(pl_module, "replica_max_abs_diff", 0.0), diff)
+        gathered = {k: pl_module.all_gather(v.detach()) for k, v in sorted(pl_module.ace_state().items())}
+        diff = max(float((g - g[0]).abs().max()) for g in gathered.values())  # g: [world_size, n]
+        previous = getattr(pl_module, "replicas", {}).get("max_abs_diff", 0.0)
+        # every rank's values after this epoch: results.json["replicas"]
+        pl_module.replicas = {"world_size": trainer.world_size, "max_abs_diff": max(previous, diff),
+                              **{k: g.cpu().tolist() for k, g in gathered.items()}}
         if diff > 0.0:
             raise RuntimeError(
                 f"γ/λ/u differ across DDP ranks by {diff:.3e} at epoch {trainer.current_epoch}: "

@@ -269,9 +269,10 @@ class ACEModule(L.LightningModule):
         for mode, (total, count) in self._val_sums.items():
             if count:
                 self.log(f"val/{metric}/{mode}", total / count, prog_bar=True)
+        seconds = time.perf_counter() - self._val_t0
         if not self.trainer.sanity_checking:
-            self.epoch_seconds["val"].append(time.perf_counter() - self._val_t0)
-        self.log("time/val_epoch_s", time.perf_counter() - self._val_t0)
+            self.epoch_seconds["val"].append(seconds)
+        self.log("time/val_epoch_s", seconds)
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.log_test_metric and datamodule is not None and not self.trainer.sanity_checking:
             # Curves only (Fig. 2): model selection never looks at these.

@@ -43,8 +43,8 @@ def _constraint_factory(cfg: DictConfig):
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json``; returns the results dictionary.
 
-    Under DDP every rank runs this function; only global rank 0 tests and writes files, after
-    the final γ/λ/u of every rank have been gathered into ``results.json["replicas"]``.
+    Under DDP every rank runs this function; only global rank 0 tests and writes files, with
+    every rank's final γ/λ/u (gathered by ``ReplicaConsistency``) in ``results.json["replicas"]``.
     """
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "final": {k: v.cpu().tolist() for k, v in module.ace_state().items()},
         }
         if trainer.world_size > 1:
-            results["replicas"] = _gather_replicas(module, trainer.world_size)
+            results["replicas"] = getattr(module, "replicas", None)  # ReplicaConsistency
         if not trainer.is_global_zero:
             return results
         if cfg.get("test", True) and not trainer.fast_dev_run:
@@ -126,14 +126,6 @@ def job_overrides() -> list[str]:
     if not HydraConfig.initialized():
         return []
     return list(HydraConfig.get().overrides.task)
-
-
-def _gather_replicas(module, world_size: int) -> dict[str, Any]:
-    """γ, λ, u of every rank (all ranks must call this): proof that the duals stay replicated."""
-    state = module.ace_state()
-    gathered = {k: module.all_gather(v.detach()).cpu().tolist() for k, v in sorted(state.items())}
-    return {"world_size": world_size,
-            "max_abs_diff": getattr(module, "replica_max_abs_diff", 0.0), **gathered}
 
 
 def _check_ddp_launch(cfg: DictConfig) -> None:

@@ -20,18 +20,12 @@ log = logging.getLogger("ace.sweep")
 
 def summarise_sweep(sweep_dir: str | Path) -> dict[str, Any]:
     """Count the jobs under ``sweep_dir`` (one ``<job>/results.json`` each) by status."""
-    sweep_dir = Path(sweep_dir)
-    jobs: list[dict[str, Any]] = []
-    for path in sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
-        record = json.loads(path.read_text())
-        jobs.append({
-            "job": path.parent.name,
-            "status": record.get("status", "completed"),
-            "overrides": record.get("overrides", []),
-            "error": record.get("error"),
-        })
-    failed = [j for j in jobs if j["status"] != "completed"]
-    return {"sweep_dir": str(sweep_dir), "jobs": len(jobs), "completed": len(jobs) - len(failed),
+    from ace.reproduction.aggregate import find_runs
+
+    runs = sorted(find_runs([sweep_dir]), key=lambda r: (len(r.path.name), r.path.name))
+    failed = [{"job": r.path.name, "overrides": r.record.get("overrides", []),
+               "error": r.record.get("error")} for r in runs if r.failed]
+    return {"sweep_dir": str(sweep_dir), "jobs": len(runs), "completed": len(runs) - len(failed),
             "failed": failed}
 
 
