@@ -95,7 +95,8 @@ def plot_traces(run: RunLog, out: Path, stem: str) -> list[Path]:
         ax.set_title(f"{symbol[kind]} per layer")
     if len(layers["gamma"]) <= 12:
         axes[0][0].legend(fontsize=6, ncol=2)
-    fig.suptitle(f"{run.name} ({run.path.name})", fontsize=9)
+    seed = f", seed {run.results['seed']}" if "seed" in run.results else ""
+    fig.suptitle(f"{run.name}{seed} (run {run.path.name})", fontsize=9)
     return _save(fig, out, stem)
 
 
