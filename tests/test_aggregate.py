@@ -104,3 +104,28 @@ def test_sample_efficiency_figure_from_results(tmp_path):
     written = plot_all([tmp_path / "sweep"], tmp_path / "figures")
     assert {p.name for p in written} >= {"sample_efficiency.png", "sample_efficiency.pdf"}
     assert (tmp_path / "figures" / "sample_efficiency.png").stat().st_size > 5_000
+
+
+def test_results_without_hparams_are_read_from_the_runs_hydra_files(tmp_path):
+    """Runs written before results.json carried hparams/overrides: load_results takes them from
+    <run>/.hydra/config.yaml and overrides.yaml, so old sweeps still group into candidates."""
+    from omegaconf import OmegaConf
+
+    from ace.reproduction.aggregate import load_results
+
+    run = tmp_path / "0"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"name": "nbody_segnn_ace", "seed": 1}))
+    OmegaConf.save(OmegaConf.create({
+        "model": {"optimizer": {"lr": 9e-4}}, "trainer": {"max_epochs": 7},
+        "constraint": {"_target_": "ace.core.constraints.EqualityConstraint", "dual_lr": 8e-4},
+        "data": {"max_samples": 3000, "data_dir": "/somewhere", "nested": {"x": 1}},
+    }), run / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(["seed=1", "trainer.max_epochs=7"]), run / ".hydra" / "overrides.yaml")
+
+    record = load_results(run / "results.json")
+    assert record["overrides"] == ["seed=1", "trainer.max_epochs=7"]
+    assert record["hparams"] == {"lr": 9e-4, "dual_lr": 8e-4, "constraint": "EqualityConstraint",
+                                 "max_epochs": 7, "data": {"max_samples": 3000}}
+    [found] = find_runs([tmp_path])
+    assert found.candidate == "lr=0.0009, dual_lr=0.0008, trainer.max_epochs=7"

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import statistics
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from ace.reproduction.paper import TABLE3, TABLES, Table
+from ace.utils.run_info import run_hparams
 
 # Overrides that never change what a run computes (paths, logging, launchers, devices) and the
 # keys that are the grid itself; the rest of a job's overrides distinguishes candidates.
@@ -81,34 +83,28 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
                                     "(e.g. outputs/nbody_segnn_ace/multirun/<time>)")
         files = [root] if root.is_file() else sorted(root.rglob("results.json"))
         for file in files:
-            try:
-                record = json.loads(file.read_text())
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{file} is not valid JSON ({err}); delete or re-run that job") from err
-            found[file.resolve()] = Run(file.parent, _backfill(record, file.parent))
+            found[file.resolve()] = Run(file.parent, load_results(file))
     return [found[k] for k in sorted(found)]
 
 
-def _backfill(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Runs written before results.json carried ``hparams``/``overrides``: read them from the
-    run's ``.hydra/config.yaml`` and ``.hydra/overrides.yaml``."""
-    hydra_dir = run_dir / ".hydra"
+def load_results(file: Path) -> dict[str, Any]:
+    """One run's ``results.json``. Runs written before it carried ``hparams``/``overrides`` get
+    them from the run's ``.hydra/config.yaml`` and ``.hydra/overrides.yaml``."""
+    try:
+        record = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON ({err}); delete or re-run that job") from err
+    hydra_dir = file.parent / ".hydra"
     if "overrides" not in record and (hydra_dir / "overrides.yaml").exists():
-        from omegaconf import OmegaConf
-
         record["overrides"] = list(OmegaConf.load(hydra_dir / "overrides.yaml"))
     if "hparams" not in record and (hydra_dir / "config.yaml").exists():
-        from omegaconf import OmegaConf
-
-        from ace.training.pipeline import run_hparams
-
         record["hparams"] = run_hparams(OmegaConf.load(hydra_dir / "config.yaml"))
     return record
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    """Mean and population standard deviation (``ddof=0``), as every table and figure reports."""
+    return statistics.fmean(values), statistics.pstdev(values)
 
 
 @dataclass
@@ -241,9 +237,8 @@ def table3(runs: list[Run], latex: bool = False) -> str | None:
                      + ["| " + " | ".join(c) + " |" for c in lines])
 
 
-def selection_table(runs: list[Run]) -> str:
-    """Every candidate with its validation and test mean ± std; the selected one marked."""
-    selections = select(runs)
+def selection_table(runs: list[Run], selections: dict[tuple[str, str, str], Selection]) -> str:
+    """Every candidate with its validation and test mean ± std; the one in ``selections`` marked."""
     out = ["### All candidates (metric in the run's unit; * = selected by validation)", "",
            "| experiment | variant | mode | candidate | seeds | val | test |", "|---|---|---|---|---|---|---|"]
     for s in candidate_stats(runs):
@@ -283,7 +278,7 @@ def report(runs: list[Run], latex: bool = False) -> str:
         parts.append("\n".join(lines))
     parts.append(table3(runs, latex))
     if not latex:
-        parts += [selection_table(runs), failed_table(runs)]
+        parts += [selection_table(runs, selections), failed_table(runs)]
     completed = sum(not r.failed for r in runs)
     head = (f"% {completed} completed and {len(runs) - completed} failed runs" if latex else
             f"{completed} completed and {len(runs) - completed} failed runs.")

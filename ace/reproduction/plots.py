@@ -11,7 +11,6 @@ Runs are directories holding ``csv/metrics.csv`` (``logger=csv`` or the default 
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -24,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ace.reproduction.aggregate import load_results, mean_std  # noqa: E402
+
 LAYER = re.compile(r"^ace/(gamma|lambda|u)/layer_(\d+)$")
 
 
@@ -35,7 +36,7 @@ class RunLog:
         csv = path / "csv" / "metrics.csv"
         self.metrics = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
         results = path / "results.json"
-        self.results: dict[str, Any] = json.loads(results.read_text()) if results.exists() else {}
+        self.results: dict[str, Any] = load_results(results) if results.exists() else {}
         if self.results.get("name"):
             self.name = str(self.results["name"])
         else:
@@ -172,8 +173,7 @@ def plot_sample_efficiency(runs: list[RunLog], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, by_size in sorted(points.items()):
         sizes = sorted(by_size)
-        mean = np.array([np.mean(by_size[s]) for s in sizes])
-        std = np.array([np.std(by_size[s]) for s in sizes])
+        mean, std = np.array([mean_std(by_size[s]) for s in sizes]).T
         ax.errorbar(sizes, mean, yerr=std, marker="o", capsize=3, label=f"{name} f_eq")
     metric = next((r.results.get("metric") for r in runs if r.results.get("metric")), "metric")
     ax.set_xlabel("training samples")

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ace.core.homotopic import prune
 from ace.training.results import load_weights, parameter_counts, test_best_checkpoints, write_json
+from ace.utils.run_info import job_overrides, run_hparams
 
 log = logging.getLogger(__name__)
 
@@ -101,31 +102,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return results
     finally:
         _finish_wandb(loggers)
-
-
-def run_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved settings a results table needs beside the overrides: learning rates, epochs
-    and every scalar of the data config (QM9 target, MoCap case, N-body max_samples, ...)."""
-    constraint = cfg.get("constraint") or {}
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    return {
-        "lr": OmegaConf.select(cfg, "model.optimizer.lr"),
-        "dual_lr": constraint.get("dual_lr"),
-        "constraint": constraint.get("_target_", "none").rsplit(".", 1)[-1],
-        "max_epochs": OmegaConf.select(cfg, "trainer.max_epochs"),
-        "data": {k: v for k, v in data.items()
-                 if isinstance(v, str | int | float | bool) and not k.startswith("_")
-                 and k not in ("data_dir", "base_url", "url")},
-    }
-
-
-def job_overrides() -> list[str]:
-    """The command-line overrides of this job (``[]`` outside a Hydra run, e.g. in tests)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return []
-    return list(HydraConfig.get().overrides.task)
 
 
 def _check_ddp_launch(cfg: DictConfig) -> None:
