@@ -23,9 +23,13 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from ace.utils.console import quiet_third_party
+
+    quiet_third_party()  # before Lightning and PyG are imported: their import-time warnings too
+
     from ace.data.errors import DataIntegrityError, DownloadError
     from ace.training import NonFiniteLossError
-    from ace.training.pipeline import record_failure, train
+    from ace.training.pipeline import record_failure, sweep_objective, train
 
     # Lightning installs its own console handler; Hydra's root handlers (console + <run>/train.log)
     # already receive its records, so drop Lightning's to avoid every line printed twice.
@@ -45,9 +49,9 @@ def main(cfg: DictConfig) -> float | None:
             print(f"\nerror: {err}", file=sys.stderr)
             sys.exit(1)
         raise
-    modes = results.get("modes", {})
-    # The value a sweeper minimises: validation metric of f_eq at its best checkpoint.
-    return modes.get("eq", {}).get("val")
+    # What a Hydra sweeper optimises: f_eq's validation value of the primary metric at its best
+    # checkpoint, oriented so that lower is always better (an accuracy is returned negated).
+    return sweep_objective(results)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python scripts/aggregate.py outputs/nbody_segnn_ace/multirun/<time> outputs/nbody_segnn/multirun/<time>
 
-Learning rates are selected per mode by mean validation metric over seeds; test is reported as
+Learning rates are selected per mode by the best mean validation value over seeds (lowest for an
+error, highest for an accuracy: the direction each results.json records); test is reported as
 mean ± std over the selected candidate's seeds (see ace/reproduction/aggregate.py). Writes
 ``tables.md`` and ``tables.tex`` into ``--out`` (default: the first directory) and prints the
 Markdown. Failed jobs (results.json with status: failed) are listed, not averaged.

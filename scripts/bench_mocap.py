@@ -4,7 +4,7 @@ One batch of 12 samples (the paper's batch; 16 steps per epoch on Run) is timed 
 
 * ``ours_vanilla`` / ``ours_ace``: :class:`ace.models.EGNO` (node-major layout, per-endpoint split
   of the first edge Linear, ``index_select``/``index_add`` gathers, in-place edge assembly);
-* ``edgelist_vanilla`` / ``edgelist_ace``: ``tests/egno_reference.py``, the same function
+* ``edgelist_vanilla`` / ``edgelist_ace``: ``scripts/egno_reference.py``, the same function
   evaluated as the EGNO code base does (time-major rows, per-edge concatenation, scatter means),
   on the *same* parameters — the speed-up at identical math, measured in this run.
 
@@ -35,7 +35,7 @@ from ace.core.homotopic import count_parameters, gammas, num_gammas  # noqa: E40
 from ace.data.mocap import MoCapDataModule, MoCapTask, skeleton_graph  # noqa: E402
 from ace.models import EGNO  # noqa: E402
 from bench_common import LAMBDA, time_round_robin, write_result  # noqa: E402
-from tests.egno_reference import reference_forward  # noqa: E402
+from egno_reference import reference_forward  # noqa: E402
 
 STEPS_PER_EPOCH = 16
 AUTHORS_CPU_S_PER_EPOCH = {"vanilla": 12.2, "ace": 13.2}  # cpu_anchors.md (12.0-12.4, 13.2)

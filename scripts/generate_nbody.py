@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ace.data.nbody.datamodule import load_verified
+from ace.data.nbody import load_verified
 from ace.data.nbody.simulator import dataset_name, generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -74,3 +74,13 @@ def float64():
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+def metric_value(task, batches: list[tuple[torch.Tensor, object]], name: str | None = None) -> float:
+    """A declared metric of ``task`` accumulated over ``[(pred, batch), ...]`` the way the
+    LightningModule does it (fresh accumulator, ``metric_inputs``, ``update``, ``compute``)."""
+    spec = task.primary if name is None else next(s for s in task.metrics if s.name == name)
+    metric = spec.make()
+    for pred, batch in batches:
+        metric.update(*task.metric_inputs(pred, batch))
+    return float(metric.compute())

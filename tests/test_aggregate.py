@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ace.reproduction.aggregate import find_runs, report, select
+from ace.reproduction.paper import TABLES
 from tests.conftest import ROOT
 
 
@@ -69,13 +70,46 @@ def test_report_puts_ours_beside_the_paper_and_lists_failures(sweep):
     markdown = report(find_runs([sweep]))
     rows = {line.split(" | ")[0].lstrip("| "): line for line in markdown.splitlines() if line.startswith("| ")}
     assert "| 3.50 ± 0.41 (n=3) | 3.8 ± 0.17 |" in rows["SEGNN ACE† f_eq"]
-    assert "| 3.00 ± 1.41 (n=3) | 3.8 ± 0.16 |" in rows["SEGNN ACE† f_eq+f_neq"]
+    # the best of our column (lowest test MSE) is bold
+    assert "| **3.00 ± 1.41 (n=3)** | 3.8 ± 0.16 |" in rows["SEGNN ACE† f_eq+f_neq"]
     assert "| 5.70 ± 0.08 (n=3) | 5.6 ± 0.25 |" in rows["SEGNN"]
     assert "9 completed and 1 failed runs" in markdown
     assert "Failed runs (1)" in markdown and "Invalid learning rate" in markdown
     assert "| nbody_segnn_ace | 937,960 (147,424) | 937,960 | 4.000 | 1.512 |" in markdown  # Table 3
     latex = report(find_runs([sweep]), latex=True)
     assert r"3.50 $\pm$ 0.41 (n=3)" in latex and r"\begin{tabular}" in latex
+    assert r"\textbf{3.00 $\pm$ 1.41 (n=3)}" in latex
+
+
+def test_a_candidate_with_a_non_finite_validation_mean_is_never_selected(tmp_path):
+    # lr=0.0001 sorts first and its mean is NaN (one seed diverged): it must not be kept
+    for seed, diverged in ((1, float("nan")), (2, 0.5)):
+        write_run(tmp_path, f"a{seed}", "nbody_segnn", seed, 1e-4, None, {"eq": (diverged, 1.0)})
+        write_run(tmp_path, f"b{seed}", "nbody_segnn", seed, 5e-4, None, {"eq": (0.9, 2.0)})
+    sel = select(find_runs([tmp_path]))[("nbody_segnn", "", "eq")]
+    assert sel.candidate.startswith("lr=0.0005") and sel.test_mean == pytest.approx(2.0)
+    assert len(sel.non_finite) == 1 and sel.non_finite[0].startswith("lr=0.0001")
+    assert "lr=0.0001, trainer.max_epochs=5! " in report(find_runs([tmp_path]))
+
+
+def test_training_set_size_is_a_variant_never_a_candidate(tmp_path):
+    for size, val in ((500, 0.1), (3000, 0.9)):  # a smaller set must not "win" on validation
+        for seed in (1, 2):
+            run = write_run(tmp_path, f"{size}_{seed}", "nbody_segnn", seed, 5e-4, None,
+                            {"eq": (val, val)})
+            record = json.loads((run / "results.json").read_text())
+            record["hparams"]["data"]["max_samples"] = size
+            record["overrides"].append(f"data.max_samples={size}")
+            (run / "results.json").write_text(json.dumps(record))
+    chosen = select(find_runs([tmp_path]))
+    assert set(chosen) == {("nbody_segnn", "n=500", "eq"), ("nbody_segnn", "n=3000", "eq")}
+    assert all("max_samples" not in s.candidate for s in chosen.values())
+    assert chosen[("nbody_segnn", "n=3000", "eq")].test_mean == pytest.approx(0.9)
+
+
+def test_one_training_set_size_stays_the_plain_variant(sweep):
+    # every run of the sweep fixture has max_samples 3000: no size split, the paper rows apply
+    assert {key[1] for key in select(find_runs([sweep]))} == {""}
 
 
 def test_aggregate_cli_writes_markdown_and_latex(sweep, tmp_path):
@@ -129,3 +163,34 @@ def test_results_without_hparams_are_read_from_the_runs_hydra_files(tmp_path):
                                  "max_epochs": 7, "data": {"max_samples": 3000}}
     [found] = find_runs([tmp_path])
     assert found.candidate == "lr=0.0009, dual_lr=0.0008, trainer.max_epochs=7"
+
+
+def test_table1_ace_double_dagger_is_beside_the_one_sided_row_not_the_corrected_alg2(tmp_path):
+    """The paper's ACE‡ (Run 23.8 ± 1.5, Walk 7.4 ± 0.2; f_eq+f_neq only, experiments.md §4.4)
+    belongs to the authors' code path, mocap_egno_ace_onesided (official-code γ ≤ 0); the
+    corrected Alg. 2 (mocap_egno_ace_resilient) is not in the paper and has no paper value."""
+    table = next(t for t in TABLES if t.key == "table1_mocap")
+    rows = {(r.experiment, r.mode): r for r in table.rows}
+    onesided = rows[("mocap_egno_ace_onesided", "relaxed")]
+    assert onesided.paper == {"run": "23.8 ± 1.5", "walk": "7.4 ± 0.2"}
+    assert "ACE‡" in onesided.label and "one-sided" in onesided.label
+    assert rows[("mocap_egno_ace_onesided", "eq")].paper == {}  # no ACE‡ f_eq in the paper
+    assert "ACE‡" in rows[("mocap_egno_ace_onesided", "eq")].label
+    for mode in ("eq", "relaxed"):
+        resilient = rows[("mocap_egno_ace_resilient", mode)]
+        assert resilient.paper == {} and "ACE‡" not in resilient.label
+        assert "corrected Alg. 2" in resilient.label
+    # ... and in the report aggregate.py writes
+    for job, name in enumerate(("mocap_egno_ace_resilient", "mocap_egno_ace_onesided")):
+        run = write_run(tmp_path, str(job), name, 1, 5e-4, 2e-4,
+                        {"eq": (0.5, 0.30), "relaxed": (0.4, 0.25)})
+        record = json.loads((run / "results.json").read_text())
+        record["hparams"]["data"]["case"] = "run"
+        (run / "results.json").write_text(json.dumps(record))
+    markdown = report(find_runs([tmp_path]))
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in markdown.splitlines()
+             if line.startswith("| ")}
+    assert lines[onesided.label].endswith("| 23.8 ± 1.5 |")
+    for mode in ("eq", "relaxed"):
+        line = lines[rows[("mocap_egno_ace_resilient", mode)].label]
+        assert line.endswith("| — |") and "23.8" not in line

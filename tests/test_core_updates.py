@@ -143,3 +143,17 @@ def test_constraint_errors_are_clear():
         EqualityConstraint(2, dual_lr=1e-3, dual_optimizer="rmsprop")
     with pytest.raises(ValueError, match="2 γ values for 3 constraints"):
         EqualityConstraint(3, dual_lr=1e-3).lagrangian(torch.tensor(0.0), torch.zeros(2))
+
+
+@pytest.mark.parametrize("cls", [EqualityConstraint, OneSidedConstraint])
+def test_dual_step_reads_the_pre_step_gamma_even_for_a_leaf_gamma(cls):
+    """s = γ for these constraints: with γ passed as the leaf parameter itself, a detached view
+    would show the dual step the post-step value. J_0 = 2γ: γ^(1) = 0.5 − η_p·(2 + λ^(0))."""
+    gamma = nn.Parameter(torch.tensor([0.5], dtype=torch.float64))
+    constraint = cls(num_constraints=1, dual_lr=ETA_D).double()
+    primal = torch.optim.SGD([gamma], lr=ETA_P)
+    out = primal_dual_step(2 * gamma.sum(), gamma, constraint, primal,
+                           constraint.make_dual_optimizer())
+    assert gamma.item() == pytest.approx(0.5 - ETA_P * 2.0)
+    assert out.slack.item() == pytest.approx(0.5)
+    assert constraint.dual.item() == pytest.approx(ETA_D * 0.5)  # λ^(1) = λ^(0) + η_d·γ^(0)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from ace.core.equivariance import random_rotations
+from ace.core.equivariance import equivariance_error, random_rotations
 from ace.core.homotopic import (
     count_parameters,
     equivariant_mode,
@@ -17,11 +19,15 @@ from ace.core.homotopic import (
     prune,
     relaxed_mode,
 )
-from ace.data.mocap import MoCapRotation, MoCapTask, skeleton_graph
+from ace.data.mocap import MoCapFixedHeightRotation, MoCapRotation, MoCapTask, skeleton_graph
+from ace.data.mocap.task import HEIGHT_KEY as DATA_HEIGHT_KEY
 from ace.models import EGNO
-from ace.models.egno import SpectralTimeConv, timestep_embedding
+from ace.models.egno import HEIGHT_KEY, SpectralTimeConv, timestep_embedding
 from tests.conftest import float64
-from tests.egno_reference import reference_forward
+
+# The literal edge-list evaluation is shared with scripts/bench_mocap.py, which times it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from egno_reference import reference_forward  # noqa: E402
 
 # A 31-joint tree (a root, five chains of six): same size as the CMU skeleton, no data needed.
 TREE = [(c, 0 if c % 6 == 1 else c - 1) for c in range(1, 31)]
@@ -142,6 +148,83 @@ def test_f_eq_is_not_equivariant_to_tilting_rotations():
         out = model(batch)
         err = rel_err(model(action.act_on_batch(batch, rot)), action.act_on_output(out, rot, batch))
     assert err > 1e-4
+
+
+# ------------------------------------------------ the paper's SO(3) protocol (Fig. 4, §7)
+def test_heights_from_the_batch_are_optional_and_the_default_is_bit_identical():
+    assert HEIGHT_KEY == DATA_HEIGHT_KEY == "height"  # one key, named on both sides of the arrow
+    with float64():
+        model = small_egno(ace=True).eval()
+        batch = synthetic_batch()
+        given = {**batch, "height": batch["loc"][..., 1].clone()}
+        out = model(batch)
+        assert torch.equal(model(given), out)
+        assert rel_err(reference_forward(model, given), out) < 1e-12
+        with pytest.raises(ValueError, match="height"):
+            model({**batch, "height": batch["loc"][..., 1].flatten()})
+
+
+def _so3_error(model, action, seed: int = 4) -> dict[str, torch.Tensor]:
+    return equivariance_error(model, synthetic_batch(), action, num_samples=5,
+                              generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("ace", [False, True])
+def test_f_eq_with_fixed_height_is_equivariant_to_every_rotation(ace):
+    """Z kept fixed (passed in, from the unrotated input): f_eq is SO(3)-equivariant, on the
+    compared last frame and on every frame."""
+    action = MoCapFixedHeightRotation()
+    with float64():
+        model = small_egno(ace).eval()
+        batch = synthetic_batch()
+        g = action.sample(batch, torch.Generator().manual_seed(5))
+        with equivariant_mode(model):
+            err = _so3_error(model, action)
+            every_frame = rel_err(model(action.act_on_batch(batch, g)),
+                                  action.act_on_output(model(batch), g, batch))
+    assert (g[:, 1, 1] - 1).abs().min() > 1e-3  # tilting rotations, not only about y
+    assert err["mean"] < 1e-10 and err["max"] < 1e-10
+    assert every_frame < 1e-12
+
+
+def test_height_recomputed_from_rotated_positions_breaks_so3_equivariance():
+    """Without the fix (Z recomputed from the tilted skeleton) the same f_eq is far from
+    equivariant: the error is not round-off but of the order of the positions' scale."""
+
+    class RecomputedHeight(MoCapFixedHeightRotation):
+        def act_on_batch(self, batch, g):
+            out = super().act_on_batch(batch, g)
+            del out["height"]
+            return out
+
+    with float64():
+        model = small_egno(ace=True).eval()
+        with equivariant_mode(model):
+            err = _so3_error(model, RecomputedHeight())
+    assert err["mean"] > 1e-3
+
+
+def test_relaxed_model_is_not_so3_equivariant_even_with_fixed_height():
+    with float64():
+        model = small_egno(ace=True).eval()
+        with relaxed_mode(model):  # γ = 1: the x-stream breaks rotation equivariance
+            err = _so3_error(model, MoCapFixedHeightRotation())
+    assert err["mean"] > 1e-3
+
+
+def test_equivariance_error_compares_only_the_last_frame():
+    action = MoCapFixedHeightRotation()
+    with float64():
+        model = small_egno(ace=True).eval()
+        batch = synthetic_batch()
+        with relaxed_mode(model):
+            err = equivariance_error(model, batch, action, num_samples=1,
+                                     generator=torch.Generator().manual_seed(6))
+            g = action.sample(batch, torch.Generator().manual_seed(6))
+            diff = (action.act_on_output(model(batch), g, batch)
+                    - model(action.act_on_batch(batch, g)))
+    assert torch.allclose(err["mean"], diff[:, -1].norm(dim=-1).mean(), rtol=1e-12, atol=0)
+    assert not torch.allclose(err["mean"], diff.norm(dim=-1).mean(), rtol=1e-3, atol=0)
 
 
 def test_equivariant_mode_is_the_pruned_model():

@@ -15,6 +15,7 @@ from ace.data.errors import DataIntegrityError, DownloadError
 from ace.data.mocap import (
     BLOB_SHA1,
     MoCapDataModule,
+    MoCapFixedHeightRotation,
     MoCapRotation,
     MoCapTask,
     ensure_files,
@@ -22,7 +23,7 @@ from ace.data.mocap import (
     safe_load,
     skeleton_graph,
 )
-from tests.conftest import shared_path
+from tests.conftest import metric_value, shared_path
 
 RUN_FILES = ("motion_run.pkl", "split_run.pkl")
 
@@ -207,7 +208,7 @@ def test_safe_load_accepts_arrays_and_containers():
 
 def test_task_loss_and_metric():
     task = MoCapTask()
-    assert task.metric_name == "mse" and task.metric_unit is None
+    assert (task.primary.name, task.primary.direction, task.primary.unit) == ("mse", "min", None)
     target = torch.zeros(2, 5, 31, 3)
     pred = torch.zeros(2, 5, 31, 3)
     pred[0, 4] = 2.0  # sample 0, last frame: MSE 4
@@ -215,8 +216,8 @@ def test_task_loss_and_metric():
     batch = {"target_loc": target}
     # per-frame MSE over (B, N, 3): frame 0 → 0.5, frame 4 → 2.0; mean over 5 frames → 0.5
     assert torch.isclose(task.loss(pred, batch), torch.tensor(0.5))
-    total, count = task.metric_sums(pred, batch)
-    assert count == 2 and torch.isclose(total, torch.tensor(4.0))
+    # MSE of the last frame: sample 0 → 4, sample 1 → 0; mean over samples → 2
+    assert metric_value(task, [(pred, batch)]) == pytest.approx(2.0)
     with pytest.raises(ValueError):
         task.loss(pred[:, -1], batch)
 
@@ -246,3 +247,57 @@ def test_rotation_about_y(run_dm):
                               out["target_loc"])
         assert out["edge_index"] is batch["edge_index"]
     assert not torch.allclose(out["loc"][..., 0], batch["loc"][..., 0])
+
+
+# ------------------------------------------ equivariance-error protocols (paper Fig. 4, §7)
+def _protocol_batch(n: int = 6) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    loc = torch.randn(n, 31, 3, generator=g, dtype=torch.float64) * 5
+    target = torch.randn(n, 5, 31, 3, generator=g, dtype=torch.float64)
+    return {"loc": loc, "vel": torch.randn(n, 31, 3, generator=g, dtype=torch.float64),
+            "target_loc": target, "target_vel": target.flip(1)}
+
+
+def test_equivariance_protocol_selects_the_metric_action():
+    task = MoCapTask()
+    assert task.equivariance_protocol == "so3_fixed_height"  # the paper's, by default
+    assert type(task.group_action) is MoCapFixedHeightRotation
+    vertical = MoCapTask(translation_std=2.0, equivariance_protocol="vertical_axis").group_action
+    assert type(vertical) is MoCapRotation and vertical.translation_std == 2.0
+    with pytest.raises(ValueError, match="equivariance_protocol"):
+        MoCapTask(equivariance_protocol="so2")
+    with pytest.raises(ValueError, match="vertical_axis"):
+        MoCapTask(translation_std=1.0)  # the SO(3) protocol tests rotations only
+    assert type(MoCapDataModule().task.group_action) is MoCapFixedHeightRotation
+    dm = MoCapDataModule(equivariance_protocol="vertical_axis", translation_std=3.0)
+    assert type(dm.task.group_action) is MoCapRotation
+    assert dm.task.group_action.translation_std == 3.0
+
+
+def test_fixed_height_action_haar_rotations_unrotated_heights_last_frame():
+    batch = _protocol_batch()
+    action = MoCapFixedHeightRotation()
+    g = action.sample(batch, torch.Generator().manual_seed(1))
+    eye = torch.eye(3, dtype=torch.float64).expand(6, 3, 3)
+    assert g.shape == (6, 3, 3) and g.dtype == torch.float64
+    assert torch.allclose(g @ g.transpose(1, 2), eye)
+    assert torch.allclose(torch.linalg.det(g), torch.ones(6, dtype=torch.float64))
+    assert (g[:, 1, 1] - 1).abs().min() > 1e-3  # tilting rotations, not only about y
+    out = action.act_on_batch(batch, g)
+    assert "height" not in batch  # input untouched
+    assert torch.equal(out["height"], batch["loc"][..., 1])  # Z's heights: the unrotated ones
+    for key in ("loc", "vel", "target_loc", "target_vel"):
+        assert torch.allclose(out[key], torch.einsum("bij,b...j->b...i", g, batch[key]))
+    assert torch.equal(action.act_on_batch(out, g)["height"], out["height"])  # never recomputed
+    assert torch.equal(action.compared(batch["target_loc"]), batch["target_loc"][:, -1])
+    assert MoCapRotation().compared(batch["target_loc"]) is batch["target_loc"]  # default: all
+
+
+def test_augmentation_action_still_rotates_about_y():
+    """The y-axis action stays available for training-time augmentation
+    (``RandomGroupAction(action=MoCapRotation())``); it is not the metric's action."""
+    batch = _protocol_batch()
+    g = MoCapRotation().sample(batch, torch.Generator().manual_seed(2))
+    y_row = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    assert g.shape == (6, 4, 4) and torch.equal(g[:, 1, :3], y_row.expand(6, 3))
+    assert "height" not in MoCapRotation().act_on_batch(batch, g)

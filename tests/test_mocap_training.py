@@ -62,7 +62,8 @@ def test_each_mocap_experiment_trains_on_real_data_and_writes_results(experiment
     params = on_disk["parameters"]
     assert params["num_gammas"] == num_gammas and params["pruned"] == SMALL_VANILLA_PARAMS
     assert (params["train"] > params["pruned"]) == bool(num_gammas)
-    assert on_disk["metric"] == "mse" and on_disk["task"] == {"eval_frame": "last"}
+    assert on_disk["metric"] == "mse" and on_disk["task"] == {
+        "eval_frame": "last", "equivariance_protocol": "so3_fixed_height"}
     assert set(on_disk["final"]) == ({"gamma"} | state_keys if num_gammas else {"gamma"})
     modes = {"eq", "relaxed", "relaxed_at_eq_selection"} if num_gammas else {"eq"}
     assert set(on_disk["modes"]) == modes

@@ -1,10 +1,15 @@
-"""N-body simulator (bit-exact, nbody_simulator.md §8-9) and data module (experiments.md §1.1)."""
+"""N-body simulator (nbody_simulator.md §8-9) and data module (experiments.md §1.1).
+
+"Bit-exact" means identical bits to the reference algorithm run on the same kind of CPU: NumPy
+dispatches ``np.power`` to different SIMD kernels on different CPUs (e.g. AVX-512 vs AVX2), so
+the stored fixture (made on an AVX2-dispatch machine) is compared within a tolerance, and
+bit-exactness is checked against the per-simulation reference loop run here, in the same test.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,30 +17,61 @@ import torch
 
 from ace.core.equivariance import random_rotations
 from ace.data.errors import DataIntegrityError
+from ace.data.nbody import NBodyDataModule, NBodyRotation, NBodyTask, load_verified
 from ace.data.nbody import simulator as sim
-from ace.data.nbody.datamodule import NBodyDataModule, NBodyRotation, NBodyTask, load_verified
+from tests.conftest import metric_value, shared_path
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "nbody_reference"
-FIXTURE = REFERENCE_DIR / "charged5_seed43_train_first10.npz"
 SIZES = dict(num_train=200, num_valid=20, num_test=20)
 
 
 # --------------------------------------------------------------------------------- simulator
-def test_bit_exact_against_reference_fixture():
-    if not FIXTURE.exists():
-        pytest.skip("../shared/data/nbody_reference not found: reference fixture only available "
-                    "in the development checkout")
-    ref = np.load(FIXTURE)
-    for chunk_size in (sim.CHUNK_SIZE, 4):  # chunking must not change anything
-        out = simulate_first(10, chunk_size)
-        for key in ("loc", "vel", "charges"):
-            assert out[key].shape == ref[key].shape and out[key].dtype == np.float64
-            assert np.array_equal(out[key], ref[key]), f"{key} differs (chunk_size={chunk_size})"
-    assert out["charges"][0].ravel().tolist() == [-1, 1, -1, -1, -1]
+CHUNK_SIZES = (sim.CHUNK_SIZE, 4)  # chunking must not change anything
+
+# Tolerance for the stored fixture, which was made on another kind of CPU. The two CPU kinds'
+# np.power kernels differ in the last bit now and then; the systems are chaotic (Coulomb force,
+# no softening), so what a difference grows to depends on the simulation. Measured on the 10
+# fixture simulations: AVX-512 vs AVX2 dispatch (NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL"
+# reproduces the fixture exactly on an AVX-512 machine) max |Δ| = 4.6e-10 (loc) and 6.4e-9 (vel);
+# emulating other CPUs with random 1-ulp changes to every force or to the initial state gives at
+# most 1.3e-7. 1e-4 leaves a margin of ~1000x over that, and any change of the algorithm (draw
+# order, the unused noise draws, dt, the initial kick, the force clip) moves these values by more
+# than 1, so it still fails loudly. This holds for these 10 simulations only: over the first 2,000
+# seed-43 simulations a few percent diverge macroscopically between CPU kinds (README, "Data").
+FIXTURE_ATOL = 1e-4
 
 
 def simulate_first(n, chunk_size=sim.CHUNK_SIZE):
     return sim.simulate_split(np.random.RandomState(43), n, chunk_size=chunk_size)
+
+
+@pytest.fixture(scope="module")
+def first10():
+    """The vectorised simulator's first 10 seed-43 training simulations, per chunk size."""
+    return {chunk_size: simulate_first(10, chunk_size) for chunk_size in CHUNK_SIZES}
+
+
+def test_bit_exact_against_reference_loop(first10):
+    """Identical bits to the reference algorithm (simulate_loop: one simulation at a time, the
+    reference generator's operations), both run on this machine (~1.5 s)."""
+    loop = sim.simulate_loop(np.random.RandomState(43), 10)
+    for chunk_size, out in first10.items():
+        for key in ("loc", "vel", "charges"):
+            assert out[key].shape == loop[key].shape and out[key].dtype == np.float64
+            assert np.array_equal(out[key], loop[key]), f"{key} differs (chunk_size={chunk_size})"
+    assert loop["charges"][0].ravel().tolist() == [-1, 1, -1, -1, -1]
+
+
+def test_close_to_reference_fixture(first10):
+    """The reference generator's own output (§9 fixture), within the cross-CPU tolerance."""
+    ref = np.load(shared_path("data", "nbody_reference", "charged5_seed43_train_first10.npz"))
+    for chunk_size, out in first10.items():
+        for key in ("loc", "vel", "charges"):
+            assert out[key].shape == ref[key].shape and out[key].dtype == np.float64
+        assert np.array_equal(out["charges"], ref["charges"]), "charges differ"  # exact ±1
+        for key in ("loc", "vel"):
+            diff = np.abs(out[key] - ref[key]).max()
+            assert diff <= FIXTURE_ATOL, f"{key} differs by {diff:.3g} (chunk_size={chunk_size})"
+    assert ref["charges"][0].ravel().tolist() == [-1, 1, -1, -1, -1]
 
 
 def test_loop_matches_vectorised():
@@ -224,12 +260,16 @@ def test_rotation_action(dtype, reflect):
     assert torch.allclose(back["vel"], batch["vel"], atol=1e-5)
 
 
-def test_task_loss_and_metric_sums():
+def test_task_loss_and_metric():
     task = NBodyTask()
     batch = _batch(torch.float64)
     pred = batch["target"] + 0.5
-    assert task.metric_name == "mse" and isinstance(task.group_action, NBodyRotation)
+    assert isinstance(task.group_action, NBodyRotation)
+    assert (task.primary.name, task.primary.direction, task.primary.unit) == ("mse", "min", None)
     assert torch.isclose(task.loss(pred, batch), torch.tensor(0.25, dtype=torch.float64))
-    total, n = task.metric_sums(pred, batch)
-    assert n == 4 and torch.isclose(total, torch.tensor(1.0, dtype=torch.float64))
+    assert metric_value(task, [(pred, batch)]) == pytest.approx(0.25)
+    # an epoch mean over unequal batches is the mean over samples (first batch: 1 sample, 1.0)
+    small = {k: v[:1] for k, v in batch.items()}
+    assert metric_value(task, [(small["target"] + 1.0, small), (pred, batch)]) == pytest.approx(
+        (1.0 + 4 * 0.25) / 5)
     assert task.batch_size(batch) == 4

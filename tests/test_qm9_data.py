@@ -1,6 +1,6 @@
 """QM9 data (experiments.md §2.1 / §3.1): PyG processing, download, splits, task, group action.
 
-Everything runs offline on a tiny QM9 written in PyG's raw format (tests/qm9_fixture.py) and
+Everything runs offline on a tiny QM9 written in PyG's raw format (ace/data/qm9/tiny.py) and
 served through ``file://`` URLs.
 """
 
@@ -16,13 +16,16 @@ import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
+from torchmetrics.regression import MeanSquaredError
 
 from ace.core.equivariance import random_rotations
 from ace.data.base import Task
 from ace.data.download import download_file, extract_zip
 from ace.data.errors import DataIntegrityError, DownloadError
-from ace.data.nbody.datamodule import NBodyTask
+from ace.data.metrics import MetricSpec
+from ace.data.nbody import NBodyTask
 from ace.data.qm9 import (
+    PYG_QM9_URL,
     TARGET_NAMES,
     QM9DataModule,
     QM9Dataset,
@@ -31,8 +34,8 @@ from ace.data.qm9 import (
     resolve_target,
     split_indices,
 )
-from ace.data.qm9 import datamodule as qm9_dm
-from tests.qm9_fixture import HAR2EV, KCALMOL2EV, make_qm9_zip, tiny_qm9_records, write_tiny_qm9
+from ace.data.qm9.tiny import HAR2EV, KCALMOL2EV, make_qm9_zip, tiny_qm9_records, write_tiny_qm9
+from tests.conftest import metric_value
 
 N_TINY = 30  # 3 molecules x (1 + 9 copies)
 TINY = dict(cormorant_num_train=20, batch_size=8)
@@ -320,13 +323,12 @@ def _fake_batch(column: int, values: list[float]) -> SimpleNamespace:
 
 def test_task_loss_and_destandardised_mae():
     task = QM9Task("gap", mean=2.0, mad=0.5)
-    assert task.metric_name == "mae" and task.target_index == 4
-    assert task.metric_unit == "eV" and dict(task.alternative_units) == {"meV": 1000.0}
+    assert (task.primary.name, task.primary.direction) == ("mae", "min") and task.target_index == 4
+    assert task.primary.unit == "eV" and dict(task.primary.alternative_units) == {"meV": 1000.0}
     batch = _fake_batch(4, [2.0, 3.5, 0.0])  # standardised: 0, 3, -4
     pred = torch.tensor([[0.0], [2.0], [-2.0]])  # de-standardised: 2.0, 3.0, 1.0
     assert task.loss(pred, batch).item() == pytest.approx((0 + 1 + 2) / 3)
-    total, n = task.metric_sums(pred, batch)
-    assert n == 3 and total.item() == pytest.approx(0.0 + 0.5 + 1.0)
+    assert metric_value(task, [(pred, batch)]) == pytest.approx((0.0 + 0.5 + 1.0) / 3)
     assert task.loss(pred.flatten(), batch).item() == pytest.approx(1.0)  # [B] is accepted
     with pytest.raises(ValueError, match="num_graphs, 1"):
         task.loss(torch.zeros(3, 2), batch)
@@ -334,17 +336,21 @@ def test_task_loss_and_destandardised_mae():
     batch = _fake_batch(11, [6.0, 7.0])
     pred = torch.tensor([[6.5], [9.0]])
     assert raw.loss(pred, batch).item() == pytest.approx(1.25)
-    assert raw.metric_sums(pred, batch)[0].item() == pytest.approx(2.5)
-    assert raw.metric_unit == "cal/(mol K)" and dict(raw.alternative_units) == {}
+    assert metric_value(raw, [(pred, batch)]) == pytest.approx(2.5 / 2)
+    assert raw.primary.unit == "cal/(mol K)" and dict(raw.primary.alternative_units) == {}
     with pytest.raises(ValueError, match="MAD"):
         raw.set_standardization(0.0, 0.0)
 
 
-def test_base_task_unit_defaults():
-    assert Task.metric_unit is None and dict(Task.alternative_units) == {}
-    assert NBodyTask().metric_unit is None and dict(NBodyTask().alternative_units) == {}
+def test_metric_spec_defaults_and_checks():
+    spec = NBodyTask().primary
+    assert spec.unit is None and dict(spec.alternative_units) == {}
     with pytest.raises(TypeError):
-        Task.alternative_units["meV"] = 1000.0  # immutable shared default
+        spec.alternative_units["meV"] = 1000.0  # immutable shared default
+    with pytest.raises(ValueError, match="'min' or 'max'"):
+        MetricSpec("mse", "lower", MeanSquaredError)
+    with pytest.raises(ValueError, match="declares no metrics"):
+        Task().primary
 
 
 def test_target_names():
@@ -439,8 +445,8 @@ def test_extract_zip(tmp_path):
 
 
 def test_module_exports():
-    assert qm9_dm.PYG_QM9_URL == "https://data.pyg.org/datasets/qm9_v3.zip"
-    assert QM9DataModule().url == qm9_dm.PYG_QM9_URL
+    assert PYG_QM9_URL == "https://data.pyg.org/datasets/qm9_v3.zip"
+    assert QM9DataModule().url == PYG_QM9_URL
 
 
 def test_download_truncated_transfer(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """QM9 end to end through the real pipeline, on a tiny QM9 prepared through the real download path.
 
 The tiny set is methane, ammonia and water (published QM9 geometries and properties) plus rigidly
-moved copies (tests/qm9_fixture.py), served from a local ``file://`` archive.
+moved copies (ace/data/qm9/tiny.py), served from a local ``file://`` archive.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from ace.core.homotopic import count_parameters
+from ace.data.qm9.tiny import make_qm9_zip, tiny_qm9_records
 from ace.training.pipeline import train
 from tests.conftest import compose_cfg, run_train_py
-from tests.qm9_fixture import make_qm9_zip, tiny_qm9_records
 
 PARAMETERS = {  # experiment: (train-time, pruned, number of γ)
     "qm9_schnet": (127_553, 127_553, 0),

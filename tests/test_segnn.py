@@ -36,7 +36,7 @@ from ace.models.segnn.tensor_product import pair_layout
 from tests.conftest import float64
 
 try:  # the data module's action, when present
-    from ace.data.nbody.datamodule import NBodyRotation as _Action
+    from ace.data.nbody import NBodyRotation as _Action
 except ImportError:  # pragma: no cover - fallback, same semantics
     _Action = None
 

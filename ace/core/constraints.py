@@ -90,7 +90,9 @@ class HomotopyConstraint(nn.Module):
     def lagrangian(
         self, task_loss: torch.Tensor, gamma: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """L = J_0 + cost + Σ_i λ_i s_i with λ held constant; also returns s detached (pre-step)."""
+        """L = J_0 + cost + Σ_i λ_i s_i with λ held constant; also returns s^(t), detached and
+        copied: for the equality and one-sided constraints s *is* γ, and a detached view of a
+        leaf γ would show the post-step value to the dual step."""
         if gamma.shape != self.dual.shape:
             raise ValueError(
                 f"got {gamma.numel()} γ values for {self.num_constraints} constraints; "
@@ -99,7 +101,7 @@ class HomotopyConstraint(nn.Module):
         slack = self.slack(gamma)
         dual = self.dual.detach().to(slack.dtype)
         lagrangian = task_loss + self.cost() + torch.dot(dual, slack)
-        return lagrangian, slack.detach()
+        return lagrangian, slack.detach().clone()
 
     # -- primal side ---------------------------------------------------------------------
     def primal_parameters(self) -> list[nn.Parameter]:

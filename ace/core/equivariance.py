@@ -62,6 +62,11 @@ class GroupAction:
         """ρ_Y(g) applied to the model output for ``batch``."""
         raise NotImplementedError
 
+    def compared(self, output: torch.Tensor) -> torch.Tensor:
+        """The part of a (transformed) model output that :func:`equivariance_error` compares:
+        all of it by default; e.g. MoCap's paper protocol compares the last predicted frame."""
+        return output
+
 
 @torch.no_grad()
 def equivariance_error(
@@ -71,7 +76,8 @@ def equivariance_error(
     num_samples: int = 5,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Mean per-node ‖ρ_Y(g) f(x) − f(ρ_X(g) x)‖ over nodes, samples and ``num_samples`` draws.
+    """Mean per-node ‖ρ_Y(g) f(x) − f(ρ_X(g) x)‖ over nodes, samples and ``num_samples`` draws
+    (of the part of the output that ``action.compared`` keeps: by default all of it).
 
     The model is evaluated in eval mode in whatever homotopic mode it is in (wrap the call in
     :func:`ace.core.homotopic.relaxed_mode` or ``equivariant_mode``); train mode is restored.
@@ -84,7 +90,8 @@ def equivariance_error(
         norms, abs_min, abs_max = [], [], []
         for _ in range(num_samples):
             g = action.sample(batch, generator)
-            diff = action.act_on_output(out, g, batch) - model(action.act_on_batch(batch, g))
+            diff = (action.compared(action.act_on_output(out, g, batch))
+                    - action.compared(model(action.act_on_batch(batch, g))))
             norms.append(diff.norm(dim=-1).flatten())
             abs_min.append(diff.abs().min())
             abs_max.append(diff.abs().max())

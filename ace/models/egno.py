@@ -33,7 +33,9 @@ with messages aggregated at ``edge_index[0]`` (the skeleton graph is symmetric).
 
 In equivariant mode (or after :func:`ace.core.homotopic.prune`) no branch runs and the model is
 exactly EGNO: equivariant to rotations about the vertical axis and horizontal translations (the
-height feature Z/Z_max is invariant to those only).
+height feature Z/Z_max is invariant to those only). With the heights passed in the batch
+(``batch["height"]``, :data:`HEIGHT_KEY`) and kept fixed, as official EGNO leaves Z unrotated, it
+is equivariant to every rotation: the paper's equivariance-error protocol (Fig. 4).
 
 **Parameter counts** (defaults): 1,192,684 vanilla and after pruning; 1,304,762 with ACE
 (h-chain 6 × 16,768 = 100,608; x-chain 6 × 1,161 = 6,966; entry layers 4,480 + 12; 12 γ). The
@@ -47,7 +49,7 @@ whole contiguous rows and an aggregation one ``index_add``. The first edge-MLP l
 endpoint (W [r; h_i; h_j; e] = w_r r + (W_i h)_i + (W_j h)_j + W_e e), so that its big products
 run on 31 nodes instead of 130 edges, and the edge batch is assembled in place. These are exact
 rewrites of the same function: ``tests/test_egno.py`` checks outputs and gradients against a
-literal edge-list evaluation (``tests/egno_reference.py``) in float64, and
+literal edge-list evaluation (``scripts/egno_reference.py``) in float64, and
 ``scripts/bench_mocap.py`` times both.
 """
 
@@ -63,7 +65,13 @@ from torch.nn.utils.parametrizations import spectral_norm
 from ace.core.homotopic import HomotopicBranch
 
 __all__ = ["EGNO", "EGNNLayer", "SpectralTimeConv", "timestep_embedding", "SkeletonGraphOps",
-           "Linear"]
+           "Linear", "HEIGHT_KEY"]
+
+#: optional batch key: the heights [B, N] (y of the input positions, raw units) from which EGNO's
+#: node feature Z/Z_max is computed. Absent: ``loc[..., 1]``. MoCap's equivariance protocol
+#: (:class:`ace.data.mocap.MoCapFixedHeightRotation`) passes the unrotated heights, so that Z stays
+#: fixed under rotations as in the paper (official EGNO does not rotate Z).
+HEIGHT_KEY = "height"
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_positions: int = 10_000) -> torch.Tensor:
@@ -230,7 +238,8 @@ class EGNO(nn.Module):
     Args:
         num_layers, hidden, num_modes, num_timesteps, time_emb_dim: EGNO settings (§4.2: 6, 128,
             2, 5, 32).
-        in_node_features: 2 ([‖v⁰‖, Z/Z_max], Z = height/10, max over the batch).
+        in_node_features: 2 ([‖v⁰‖, Z/Z_max], Z = height/10, max over the batch; the height is
+            ``loc[..., 1]``, or ``batch[HEIGHT_KEY]`` when given).
         in_edge_features: 2 ([edge type, squared input distance]).
         ace_branches: add the ACE h- and x-streams (12 γ, init 1).
         spectral_norm_iterations: power iterations of the spectral norm on the f_neq Linears.
@@ -282,12 +291,22 @@ class EGNO(nn.Module):
         else:
             self.h_branches = self.x_branches = None
 
-    def node_features(self, loc: torch.Tensor, vel: torch.Tensor) -> torch.Tensor:
-        """[B, N, 2]: ‖v⁰‖ and Z/Z_max with Z = y/10 and the max over the whole batch."""
-        height = loc[..., 1] / 10
+    def node_features(self, loc: torch.Tensor, vel: torch.Tensor,
+                      height: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, N, 2]: ‖v⁰‖ and Z/Z_max with Z = height/10 and the max over the whole batch; the
+        height is ``loc``'s y coordinate unless given (``batch[HEIGHT_KEY]``, kept fixed by the
+        equivariance protocol)."""
+        if height is None:
+            height = loc[..., 1]
+        elif height.shape != loc.shape[:-1]:
+            raise ValueError(f"batch[{HEIGHT_KEY!r}] must be the heights [B, N] = "
+                             f"{tuple(loc.shape[:-1])}, got {tuple(height.shape)}")
+        height = height / 10
         return torch.stack([vel.norm(dim=-1), height / height.max()], dim=-1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, T, N, 3] from ``loc``, ``vel``, ``edge_index``, ``edge_type`` and, if present,
+        ``batch[HEIGHT_KEY]`` (the heights of the height feature; default ``loc[..., 1]``)."""
         loc, vel = batch["loc"], batch["vel"]
         edge_index, edge_type = batch["edge_index"], batch["edge_type"]
         B, N, _ = loc.shape
@@ -295,7 +314,7 @@ class EGNO(nn.Module):
         graph = SkeletonGraphOps(edge_index, N, loc.dtype)
 
         # Inputs, node-major [N, T, B, C]: every time slot starts from the input state.
-        nodes = self.node_features(loc, vel).transpose(0, 1)  # [N, B, 2]
+        nodes = self.node_features(loc, vel, batch.get(HEIGHT_KEY)).transpose(0, 1)  # [N, B, 2]
         temb = self.time_embedding.to(loc.dtype)
         h_in = torch.cat([nodes.unsqueeze(1).expand(N, T, B, nodes.shape[-1]),
                           temb.view(1, T, 1, -1).expand(N, T, B, temb.shape[-1])], dim=-1)

@@ -3,23 +3,27 @@
 Protocol (paper App. A.5, ace_algorithm.md §6): the runs of one experiment and variant (MoCap
 case, QM9 target) are grouped into *candidates*, i.e. everything that was set differently
 except the seed (the learning rates, plus any other non-bookkeeping override). Per mode (f_eq and
-f_eq + γ f_neq, separately) the candidate with the lowest mean validation metric over its seeds
-is selected and its test metric is reported as mean ± std over those seeds (population std,
-``ddof=0``, as ``numpy.std``). Each run's per-mode numbers are already those of that mode's
+f_eq + γ f_neq, separately) the candidate with the best mean validation value of the primary
+metric over its seeds — lowest or highest, as the run's ``metric_direction`` says — is selected
+and its test metric is reported as mean ± std over those seeds (population std, ``ddof=0``, as
+``numpy.std``). Candidates whose validation mean is not finite (a diverged seed) are never
+selected and are listed. Each run's per-mode numbers are already those of that mode's
 best-validation checkpoint (``results.json["modes"]``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from ace.reproduction.paper import TABLE3, TABLES, Table
+from ace.utils.direction import best
 from ace.utils.run_info import run_hparams
 
 # Overrides that never change what a run computes (paths, logging, launchers, devices) and the
@@ -32,6 +36,10 @@ BOOKKEEPING_PREFIXES = (
 )
 GRID_KEYS = ("model.optimizer.lr=", "constraint.dual_lr=")
 MODES = ("eq", "relaxed")
+# The training-set size is never a candidate to select (a sample-efficiency sweep must not pick
+# the size with the best validation value): where an experiment's runs use several sizes, each
+# size is a variant of its own, like the QM9 target or the MoCap case.
+SIZE_KEYS = ("max_samples", "max_samples_train", "max_train_samples")
 
 
 @dataclass
@@ -52,15 +60,25 @@ class Run:
         return self.record.get("status", "completed") != "completed"
 
     @property
+    def direction(self) -> str:
+        """``min`` or ``max``: how the primary metric improves (runs before it was recorded: min)."""
+        return str(self.record.get("metric_direction", "min"))
+
+    @property
     def variant(self) -> str:
         """QM9 target, MoCap case, or "" (N-body)."""
         task = self.record.get("task") or {}
-        if "target" in task:
-            return str(task["target"])
         data = (self.record.get("hparams") or {}).get("data") or {}
-        if "target" in data:
-            return str(data["target"])
+        target = task.get("target", data.get("target"))
+        if target is not None:
+            return str(target)
         return str(data.get("case", ""))
+
+    @property
+    def train_size(self) -> Any:
+        """The training-set size setting (``max_samples`` and its QM9 / MoCap names), or None."""
+        data = (self.record.get("hparams") or {}).get("data") or {}
+        return next((data[k] for k in SIZE_KEYS if data.get(k) is not None), None)
 
     @property
     def candidate(self) -> str:
@@ -69,8 +87,9 @@ class Run:
         parts = [f"lr={hparams.get('lr')}"]
         if hparams.get("dual_lr") is not None:
             parts.append(f"dual_lr={hparams['dual_lr']}")
+        variant = tuple(f"data.{k}=" for k in ("target", "case", *SIZE_KEYS))
         parts += sorted(o for o in self.record.get("overrides", [])
-                        if not o.startswith(BOOKKEEPING_PREFIXES + GRID_KEYS))
+                        if not o.startswith(BOOKKEEPING_PREFIXES + GRID_KEYS + variant))
         return ", ".join(parts)
 
 
@@ -103,7 +122,10 @@ def load_results(file: Path) -> dict[str, Any]:
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and population standard deviation (``ddof=0``), as every table and figure reports."""
+    """Mean and population standard deviation (``ddof=0``), as every table and figure reports;
+    NaN for both when a value is not finite (a diverged run)."""
+    if not all(math.isfinite(v) for v in values):
+        return math.nan, math.nan
     return statistics.fmean(values), statistics.pstdev(values)
 
 
@@ -118,40 +140,57 @@ class Selection:
     test_std: float
     seeds: list[Any]
     candidates: int  # how many candidates competed
+    direction: str = "min"
+    non_finite: list[str] = field(default_factory=list)  # skipped: validation mean NaN/inf
 
 
 def candidate_stats(runs: list[Run]) -> list[dict[str, Any]]:
-    """One entry per (experiment, variant, mode, candidate): seeds, val and test mean ± std."""
+    """One entry per (experiment, variant, mode, candidate): seeds, direction, val and test
+    mean ± std."""
+    runs = [run for run in runs if not run.failed]
+    sizes: dict[str, set[str]] = {}
+    for run in runs:
+        sizes.setdefault(run.name, set()).add(str(run.train_size))
     groups: dict[tuple[str, str, str, str], list[Run]] = {}
     for run in runs:
-        if run.failed:
-            continue
+        variant = run.variant
+        if len(sizes[run.name]) > 1:
+            variant = f"{variant} n={run.train_size}".strip()
         for mode in MODES:
             if mode in (run.record.get("modes") or {}):
-                groups.setdefault((run.name, run.variant, mode, run.candidate), []).append(run)
+                groups.setdefault((run.name, variant, mode, run.candidate), []).append(run)
     stats = []
     for (name, variant, mode, candidate), members in sorted(groups.items()):
         val = [r.record["modes"][mode]["val"] for r in members]
         test = [r.record["modes"][mode]["test"] for r in members]
+        directions = {r.direction for r in members}
+        if len(directions) > 1:
+            raise ValueError(f"runs of {name} {variant} disagree on the metric direction "
+                             f"{sorted(directions)}: {[str(r.path) for r in members]}")
         stats.append({
             "experiment": name, "variant": variant, "mode": mode, "candidate": candidate,
-            "seeds": [r.seed for r in members], "val": mean_std(val), "test": mean_std(test),
+            "seeds": [r.seed for r in members], "direction": directions.pop(),
+            "val": mean_std(val), "test": mean_std(test),
         })
     return stats
 
 
 def select(runs: list[Run]) -> dict[tuple[str, str, str], Selection]:
-    """Per (experiment, variant, mode): the candidate with the lowest mean validation metric."""
-    best: dict[tuple[str, str, str], Selection] = {}
-    counts: dict[tuple[str, str, str], int] = {}
+    """Per (experiment, variant, mode): the candidate with the best finite mean validation
+    metric in its direction; groups where no candidate is finite are left out."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for s in candidate_stats(runs):
-        key = (s["experiment"], s["variant"], s["mode"])
-        counts[key] = counts.get(key, 0) + 1
-        if key not in best or s["val"][0] < best[key].val_mean:
-            best[key] = Selection(*key, s["candidate"], s["val"][0], *s["test"], s["seeds"], 0)
-    for key, sel in best.items():
-        sel.candidates = counts[key]
-    return best
+        groups.setdefault((s["experiment"], s["variant"], s["mode"]), []).append(s)
+    selections = {}
+    for key, stats in groups.items():
+        chosen = best(stats, key=lambda s: s["val"][0], direction=stats[0]["direction"])
+        if chosen is None:
+            continue
+        selections[key] = Selection(
+            *key, chosen["candidate"], chosen["val"][0], *chosen["test"], chosen["seeds"],
+            len(stats), chosen["direction"],
+            [s["candidate"] for s in stats if not math.isfinite(s["val"][0])])
+    return selections
 
 
 # ---------------------------------------------------------------------------------- formatting
@@ -164,11 +203,17 @@ def _digits(table: Table) -> int:
 
 
 def paper_table(table: Table, selections: dict, latex: bool = False) -> str | None:
-    """Markdown (or LaTeX) of one paper table: ours (n seeds) beside the paper's value."""
+    """Markdown (or LaTeX) of one paper table: ours (n seeds) beside the paper's value; in each
+    column our best test mean (in the metric's direction) is bold."""
     variants = [v for v in table.variants
                 if any((r.experiment, v, r.mode) in selections for r in table.rows)]
     if not variants:
         return None
+    column_best = {}
+    for v in variants:
+        chosen = [selections[k] for k in ((r.experiment, v, r.mode) for r in table.rows)
+                  if k in selections]
+        column_best[v] = best(chosen, key=lambda sel: sel.test_mean, direction=chosen[0].direction)
     header = ["Model"]
     for v in variants:
         col = table.variants[v]
@@ -180,6 +225,8 @@ def paper_table(table: Table, selections: dict, latex: bool = False) -> str | No
             sel = selections.get((row.experiment, v, row.mode))
             ours = (f"{_fmt(sel.test_mean, sel.test_std, table.scale, _digits(table))} "
                     f"(n={len(sel.seeds)})") if sel else "—"
+            if sel is not None and sel is column_best[v]:
+                ours = f"**{ours}**"
             cells += [ours, row.paper.get(v, "—")]
         if any(c != "—" for c in cells[1::2]):  # show rows we ran, or the paper printed
             lines.append(cells)
@@ -195,6 +242,8 @@ def paper_table(table: Table, selections: dict, latex: bool = False) -> str | No
 
 def _latex(title: str, header: list[str], lines: list[list[str]]) -> str:
     def tex(cell: str) -> str:
+        if cell.startswith("**") and cell.endswith("**"):
+            cell = r"\textbf{" + cell[2:-2] + "}"
         cell = cell.replace("±", r"$\pm$").replace("_", r"\_").replace("↑", r"$\uparrow$")
         return cell.replace("‡", r"$\ddagger$").replace("†", r"$\dagger$").replace("—", "--")
 
@@ -239,13 +288,17 @@ def table3(runs: list[Run], latex: bool = False) -> str | None:
 
 def selection_table(runs: list[Run], selections: dict[tuple[str, str, str], Selection]) -> str:
     """Every candidate with its validation and test mean ± std; the one in ``selections`` marked."""
-    out = ["### All candidates (metric in the run's unit; * = selected by validation)", "",
-           "| experiment | variant | mode | candidate | seeds | val | test |", "|---|---|---|---|---|---|---|"]
+    out = ["### All candidates (metric in the run's unit; * = selected by validation; "
+           "! = never selected: non-finite validation mean)", "",
+           "| experiment | variant | mode | candidate | seeds | val | test |",
+           "|---|---|---|---|---|---|---|"]
     for s in candidate_stats(runs):
-        sel = selections[(s["experiment"], s["variant"], s["mode"])]
-        mark = "*" if sel.candidate == s["candidate"] else ""
+        sel = selections.get((s["experiment"], s["variant"], s["mode"]))
+        mark = "*" if sel is not None and sel.candidate == s["candidate"] else ""
+        mark = "!" if not math.isfinite(s["val"][0]) else mark
+        arrow = "↓" if s["direction"] == "min" else "↑"
         out.append(f"| {s['experiment']} | {s['variant'] or '—'} | {s['mode']} | {s['candidate']}{mark} "
-                   f"| {len(s['seeds'])} | {s['val'][0]:.4g} ± {s['val'][1]:.2g} "
+                   f"| {len(s['seeds'])} | {s['val'][0]:.4g} ± {s['val'][1]:.2g} {arrow} "
                    f"| {s['test'][0]:.4g} ± {s['test'][1]:.2g} |")
     return "\n".join(out)
 
@@ -269,12 +322,13 @@ def report(runs: list[Run], latex: bool = False) -> str:
     known = {(r.experiment, r.mode) for t in TABLES for r in t.rows}
     other = sorted(k for k in selections if (k[0], k[2]) not in known)
     if other and not latex:
-        lines = ["### Other experiments (test metric, raw units)", "", "| experiment | variant | mode | test | n |",
-                 "|---|---|---|---|---|"]
+        lines = ["### Other experiments (test metric, raw units)", "",
+                 "| experiment | variant | mode | test | better | n |", "|---|---|---|---|---|---|"]
         for key in other:
             s = selections[key]
+            better = "lower" if s.direction == "min" else "higher"
             lines.append(f"| {key[0]} | {key[1] or '—'} | {key[2]} | {s.test_mean:.4g} ± {s.test_std:.2g} "
-                         f"| {len(s.seeds)} |")
+                         f"| {better} | {len(s.seeds)} |")
         parts.append("\n".join(lines))
     parts.append(table3(runs, latex))
     if not latex:

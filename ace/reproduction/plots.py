@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ace.reproduction.aggregate import load_results, mean_std  # noqa: E402
+from ace.utils.direction import best  # noqa: E402
 
 LAYER = re.compile(r"^ace/(gamma|lambda|u)/layer_(\d+)$")
 
@@ -44,8 +45,20 @@ class RunLog:
 
     @property
     def metric(self) -> str | None:
+        """The primary metric (results.json), else the first ``val/<metric>/eq`` column."""
+        if self.results.get("metric"):
+            return str(self.results["metric"])
         cols = [c for c in self.metrics.columns if c.startswith("val/") and c.endswith("/eq")]
-        return cols[0].split("/")[1] if cols else self.results.get("metric")
+        return cols[0].split("/")[1] if cols else None
+
+    @property
+    def direction(self) -> str:
+        return str(self.results.get("metric_direction", "min"))
+
+    @property
+    def eq_val(self) -> float:
+        """f_eq's validation value at its best checkpoint (NaN when unknown)."""
+        return float(((self.results.get("modes") or {}).get("eq") or {}).get("val", np.nan))
 
     def series(self, column: str, x: str = "step") -> pd.DataFrame:
         if column not in self.metrics.columns:
@@ -119,9 +132,11 @@ def _band(ax, frame: pd.DataFrame, label: str, **kw) -> None:
 
 
 def plot_val_curves(runs: list[RunLog], out: Path) -> list[Path]:
-    metric = next((r.metric for r in runs if r.metric), None)
-    if metric is None:
+    """Validation curves of the primary metric, both modes; log scale for errors (min)."""
+    labelled = next((r for r in runs if r.metric), None)
+    if labelled is None:
         return []
+    metric = labelled.metric
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     colors = iter(plt.get_cmap("tab10").colors)
     drawn = False
@@ -135,9 +150,10 @@ def plot_val_curves(runs: list[RunLog], out: Path) -> list[Path]:
     if not drawn:
         plt.close(fig)
         return []
-    ax.set_yscale("log")
+    if labelled.direction == "min":
+        ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"validation {metric}")
+    ax.set_ylabel(f"validation {metric} ({'lower' if labelled.direction == 'min' else 'higher'} is better)")
     ax.legend(fontsize=7)
     return _save(fig, out, "val_curves")
 
@@ -184,17 +200,16 @@ def plot_sample_efficiency(runs: list[RunLog], out: Path) -> list[Path]:
 
 def plot_all(paths: list[str | Path], out: Path) -> list[Path]:
     """Every figure the runs under ``paths`` have data for; per experiment, the trace figures
-    of its best run (lowest f_eq validation metric)."""
+    of its best run (best f_eq validation value in the metric's direction; the first run when
+    none has a finite one)."""
     runs = find_run_dirs(paths)
     written: list[Path] = []
-    def eq_val(run: RunLog) -> float:
-        return ((run.results.get("modes") or {}).get("eq") or {}).get("val", np.inf)
-
-    best: dict[str, RunLog] = {}
+    by_name: dict[str, list[RunLog]] = defaultdict(list)
     for run in runs:
-        if run.name not in best or eq_val(run) < eq_val(best[run.name]):
-            best[run.name] = run
-    for name, run in sorted(best.items()):
+        by_name[run.name].append(run)
+    chosen = {name: best(members, key=lambda r: r.eq_val, direction=members[0].direction)
+              or members[0] for name, members in by_name.items()}
+    for name, run in sorted(chosen.items()):
         stem = f"traces_{name}" + (f"_seed{run.results['seed']}" if "seed" in run.results else "")
         written += plot_traces(run, out, stem)
     written += plot_equivariance(runs, out)

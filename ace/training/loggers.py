@@ -1,4 +1,10 @@
-"""A CSV logger that keeps a run's metrics history when the run is resumed.
+"""The project's two loggers: Lightning's, with two fixes.
+
+:class:`QuietWandbLogger` — Lightning's ``WandbLogger`` always passes ``anonymous=None`` to
+``wandb.init``, which W&B 0.31 answers with "The anonymous setting has no effect and will be
+removed" at every run; the key is dropped unless set.
+
+:class:`ResumableCSVLogger` — a CSV logger that keeps a run's metrics history when resumed.
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts, so resuming a run
 into its own directory (``ckpt_path=<run>/checkpoints/last.ckpt``) would lose every curve logged
@@ -12,7 +18,7 @@ from __future__ import annotations
 
 import csv
 
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -36,3 +42,10 @@ class ResumableCSVLogger(CSVLogger):
                 self._fs.makedirs(self.root_dir, exist_ok=True)
                 self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return super().experiment
+
+
+class QuietWandbLogger(WandbLogger):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)

@@ -2,20 +2,24 @@
 
 It is model- and data-agnostic. The network (any ``nn.Module`` taking a batch) may contain
 :class:`~ace.core.homotopic.HomotopicBranch` layers; the :class:`~ace.data.base.Task` supplies the
-loss, the metric and the group action; the constraint (``ace.core.constraints``) owns λ and u.
+loss, the declared metrics (name, unit, direction, accumulator) and the group action; the
+constraint (``ace.core.constraints``) owns λ and u; the data module's transforms act on batches.
 
-Evaluation protocol (``ace_algorithm.md`` §6): every validation pass evaluates each *mode* —
-``eq`` (the projection f_eq, γ := 0, branches skipped) and, for ACE models, ``relaxed``
-(f_eq + γ f_neq) — and logs ``val/<metric>/<mode>``. One checkpoint per mode keeps that mode's
-best validation epoch; ``last.ckpt`` is written every epoch. The test metric of each mode at its own
-best checkpoint is computed by :func:`ace.training.results.test_best_checkpoints`.
+Evaluation protocol (``ace_algorithm.md`` §6): validation and test share one path
+(:meth:`evaluation_step`): for each *mode* — ``eq`` (the projection f_eq, γ := 0, branches
+skipped) and, for ACE models, ``relaxed`` (f_eq + γ f_neq) — every declared metric is
+accumulated and logged as ``<stage>/<metric>/<mode>``. One checkpoint per mode keeps that mode's
+best validation epoch of the task's primary metric, in the metric's direction; ``last.ckpt`` is
+written every epoch. The test numbers of each mode at its own best checkpoint come from
+``trainer.test`` on that checkpoint (:func:`ace.training.results.test_best_checkpoints`).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from ace.core.constraints import HomotopyConstraint
@@ -33,10 +38,16 @@ from ace.data.base import Task
 from ace.training.callbacks import ReplicaConsistency, ValidateOnLastEpoch
 
 MODES = ("eq", "relaxed")
+STAGES = ("val", "test")
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf; training stops before the parameters are touched."""
+
+
+def stream_seed(seed: int, stage: str, epoch: int) -> int:
+    """Seed of the random stream of one (run seed, stage, epoch), for the batch transforms."""
+    return zlib.crc32(f"{seed}/{stage}/{epoch}".encode())
 
 
 class ACEModule(L.LightningModule):
@@ -44,22 +55,23 @@ class ACEModule(L.LightningModule):
 
     Args:
         net: the network; ``net(batch)`` returns the prediction the task's loss expects.
-        task: loss, metric and group action of the data set (from the DataModule).
+        task: loss, metrics and group action of the data set (from the DataModule).
         optimizer: partial of the primal optimizer (θ, γ and the slacks u share it, §4).
         constraint: partial ``(num_constraints) -> HomotopyConstraint`` or None (no constraint:
             vanilla training, or the unconstrained f_eq + f_neq baseline).
         scheduler: optional partial of a primal LR scheduler (stepped once per epoch).
         grad_clip_norm: clip the primal gradient norm (official EGNO: 1.0).
-        augment_so3: act on every training batch with one random group element per sample
-            (inputs and targets; the "SO(3) augmentation" baseline of Table 2).
         eq_error_samples: random rotations per sample for the per-epoch equivariance error
             (paper: 5). The error is measured at the end of each training epoch on that epoch's
             last training batch, in relaxed mode. 0 disables it.
         compile: wrap the forward pass in ``torch.compile`` (state-dict keys are unaffected).
         checkpoint_dir: where ``best_eq.ckpt``, ``best_relaxed.ckpt`` and ``last.ckpt`` go.
-        seed: seeds the generator of the equivariance-error rotations.
-        log_test_metric: also log ``test/<metric>/<mode>`` at every evaluation (learning curves;
-            selection uses validation only, and results.json re-tests the selected checkpoints).
+        seed: seeds the equivariance-error rotations and the evaluation transforms.
+        log_test_metric: also evaluate the test set at every validation (``test/<metric>/<mode>``
+            learning curves; selection uses validation only).
+
+    Training and evaluation transforms (SO(3) augmentation, rotated test clouds) are the data
+    module's ``train_transform`` / ``eval_transform`` (see :mod:`ace.data.transforms`).
     """
 
     def __init__(
@@ -70,7 +82,6 @@ class ACEModule(L.LightningModule):
         constraint: Callable[[int], HomotopyConstraint] | None = None,
         scheduler: Callable[..., Any] | None = None,
         grad_clip_norm: float | None = None,
-        augment_so3: bool = False,
         eq_error_samples: int = 5,
         compile: bool = False,
         checkpoint_dir: str | None = None,
@@ -84,7 +95,6 @@ class ACEModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.grad_clip_norm = grad_clip_norm
-        self.augment_so3 = augment_so3
         self.eq_error_samples = eq_error_samples
         self.checkpoint_dir = checkpoint_dir
         self.seed = seed
@@ -92,6 +102,8 @@ class ACEModule(L.LightningModule):
 
         self.num_gammas = num_gammas(net)
         self.modes = MODES if self.num_gammas > 0 else ("eq",)
+        #: modes that validation and test evaluate (``evaluate_checkpoint`` narrows it)
+        self.eval_modes: tuple[str, ...] = self.modes
         self.constraint: HomotopyConstraint | None = None
         if constraint is not None:
             if self.num_gammas == 0:
@@ -102,7 +114,17 @@ class ACEModule(L.LightningModule):
             self.constraint = constraint(num_constraints=self.num_gammas)
         # Not registered as a submodule: the compiled wrapper shares the parameters of self.net.
         self._forward_fn = torch.compile(net) if compile else net
-        self._val_sums: dict[str, list[float]] = {}
+        # One accumulator per (stage, mode, metric); non-persistent states: not in checkpoints.
+        self.metrics = nn.ModuleDict({
+            f"{stage}_{mode}": nn.ModuleDict({spec.name: spec.make() for spec in task.metrics})
+            for stage in STAGES for mode in self.modes
+        })
+        self.train_transform = self.eval_transform = None
+        self._eval_generator: torch.Generator | None = None
+        self._train_generator: torch.Generator | None = None
+        #: epoch that seeds evaluation transforms when set (re-evaluating a checkpoint); None:
+        #: the current epoch
+        self.eval_epoch: int | None = None
         self._last_train_batch: Any = None
         self._epoch_t0 = 0.0
         # Seconds per training / validation epoch of this process (Table 3; results.json medians).
@@ -111,6 +133,11 @@ class ACEModule(L.LightningModule):
     # ------------------------------------------------------------------ forward & optimizers
     def forward(self, batch: Any) -> torch.Tensor:
         return self._forward_fn(batch)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.train_transform = getattr(datamodule, "train_transform", None)
+        self.eval_transform = getattr(datamodule, "eval_transform", None)
 
     def configure_optimizers(self):
         params = list(self.net.parameters())
@@ -128,14 +155,14 @@ class ACEModule(L.LightningModule):
         callbacks: list[L.Callback] = [ValidateOnLastEpoch(), ReplicaConsistency()]
         if self.checkpoint_dir is None:
             return callbacks
-        metric = self.task.metric_name
+        primary = self.task.primary
         for mode in self.modes:
             callbacks.append(
                 ModelCheckpoint(
                     dirpath=self.checkpoint_dir,
                     filename=f"best_{mode}",
-                    monitor=f"val/{metric}/{mode}",
-                    mode="min",
+                    monitor=f"val/{primary.name}/{mode}",
+                    mode=primary.direction,
                     save_top_k=1,
                     save_on_train_epoch_end=False,  # after validation, whatever the interval
                     auto_insert_metric_name=False,
@@ -157,14 +184,18 @@ class ACEModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
         self._epoch_t0 = self._epoch_t1 = time.perf_counter()
+        # The training transform's own stream: augmentation depends on (seed, epoch) only, not
+        # on how often evaluation ran (DataLoader iterators draw from the global stream), and a
+        # run resumed at an epoch boundary draws exactly the same elements.
+        self._train_generator = torch.Generator().manual_seed(
+            stream_seed(self.seed, "train", self.current_epoch))
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self._epoch_t1 = time.perf_counter()  # the epoch's training time ends at its last batch
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if self.augment_so3:
-            action = self.task.group_action
-            batch = action.act_on_batch(batch, action.sample(batch))
+        if self.train_transform is not None:
+            batch = self.train_transform(batch, self.task.group_action, self._train_generator)
         self._last_train_batch = batch
         pred = self(batch)
         loss = self.task.loss(pred, batch)
@@ -198,9 +229,10 @@ class ACEModule(L.LightningModule):
         if gamma is not None:
             self.log("train/lagrangian", out.lagrangian, on_step=True, on_epoch=True,
                      batch_size=bs)
+            self._last_trace = (gamma.detach(), out.slack)
             if self._step_logs_are_written():
-                self.log_dict(self._trace(gamma.detach(), out.slack), on_step=True,
-                              on_epoch=False, batch_size=bs)
+                self.log_dict(self._trace(*self._last_trace), on_step=True, on_epoch=False,
+                              batch_size=bs)
         return loss.detach()
 
     def _step_logs_are_written(self) -> bool:
@@ -239,6 +271,11 @@ class ACEModule(L.LightningModule):
         # Validation (if any) ran between the last batch and this hook: not counted here.
         self.epoch_seconds["train"].append(self._epoch_t1 - self._epoch_t0)
         self.log("time/train_epoch_s", self.epoch_seconds["train"][-1])
+        last_trace = getattr(self, "_last_trace", None)
+        if last_trace is not None:
+            # The epoch's last step, whatever log_every_n_steps: short runs have traces too.
+            self.log_dict({f"{k}_epoch": v for k, v in self._trace(*last_trace).items()})
+            self._last_trace = None
         schedulers = self.lr_schedulers()
         if schedulers is not None:
             for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
@@ -254,54 +291,68 @@ class ACEModule(L.LightningModule):
         self._last_train_batch = None
 
     # ------------------------------------------------------------------ evaluation
+    def model_step(self, batch: Any, mode: str) -> torch.Tensor:
+        """The prediction for ``batch`` in ``mode`` (``eq``: γ := 0; ``relaxed``: learned γ)."""
+        context = equivariant_mode if mode == "eq" else relaxed_mode
+        with context(self.net):
+            return self(batch)
+
+    @torch.no_grad()
+    def evaluation_step(self, batch: Any, stage: str, modes: Iterable[str]) -> None:
+        """Transform the batch once (seeded stream), then update every metric of every mode."""
+        if self.eval_transform is not None:
+            batch = self.eval_transform(batch, self.task.group_action, self._eval_generator)
+        for mode in modes:
+            preds, target = self.task.metric_inputs(self.model_step(batch, mode), batch)
+            for metric in self.metrics[f"{stage}_{mode}"].values():
+                metric.update(preds, target)
+
+    def _start_evaluation(self, stage: str) -> None:
+        """Reset the stage's accumulators and seed its transform stream (run seed, stage, epoch)."""
+        for mode in self.modes:
+            for metric in self.metrics[f"{stage}_{mode}"].values():
+                metric.reset()
+        epoch = self.current_epoch if self.eval_epoch is None else self.eval_epoch
+        self._eval_generator = torch.Generator().manual_seed(stream_seed(self.seed, stage, epoch))
+
+    def _log_metrics(self, stage: str, modes: Iterable[str], prog_bar: bool = False) -> None:
+        for mode in modes:
+            for name, metric in self.metrics[f"{stage}_{mode}"].items():
+                if metric.update_called:
+                    self.log(f"{stage}/{name}/{mode}", metric.compute().float(),
+                             prog_bar=prog_bar and name == self.task.primary.name)
+
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = {mode: [0.0, 0] for mode in self.modes}
+        self._start_evaluation("val")
         self._val_t0 = time.perf_counter()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        for mode in self.modes:
-            total, count = self.evaluate_batch(batch, mode)
-            self._val_sums[mode][0] += float(total)
-            self._val_sums[mode][1] += count
+        self.evaluation_step(batch, "val", self.eval_modes)
 
     def on_validation_epoch_end(self) -> None:
-        metric = self.task.metric_name
-        for mode, (total, count) in self._val_sums.items():
-            if count:
-                self.log(f"val/{metric}/{mode}", total / count, prog_bar=True)
+        self._log_metrics("val", self.eval_modes, prog_bar=True)
+        fitting = self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
         seconds = time.perf_counter() - self._val_t0
-        if not self.trainer.sanity_checking:
+        if fitting:
             self.epoch_seconds["val"].append(seconds)
-        self.log("time/val_epoch_s", seconds)
+            self.log("time/val_epoch_s", seconds)
         datamodule = getattr(self.trainer, "datamodule", None)
-        if self.log_test_metric and datamodule is not None and not self.trainer.sanity_checking:
+        if self.log_test_metric and datamodule is not None and fitting:
             # Curves only (Fig. 2): model selection never looks at these.
-            loader = datamodule.test_dataloader()
-            for mode in self.modes:
-                self.log(f"test/{metric}/{mode}", self.evaluate(loader, mode))
-
-    @torch.no_grad()
-    def evaluate_batch(self, batch: Any, mode: str) -> tuple[torch.Tensor, int]:
-        """(metric sum, count) of one batch in ``mode`` (``eq`` or ``relaxed``)."""
-        context = equivariant_mode if mode == "eq" else relaxed_mode
-        with context(self.net):
-            return self.task.metric_sums(self(batch), batch)
-
-    @torch.no_grad()
-    def evaluate(self, loader, mode: str) -> float:
-        """Mean metric over a whole loader in ``mode`` (eval mode; train mode restored)."""
-        was_training = self.training
-        self.eval()
-        total, count = 0.0, 0
-        try:
-            for batch in loader:
+            self._start_evaluation("test")
+            for batch in datamodule.test_dataloader():
                 batch = self.transfer_batch_to_device(batch, self.device, 0)
-                s, n = self.evaluate_batch(batch, mode)
-                total += float(s)
-                count += n
-        finally:
-            self.train(was_training)
-        return total / max(count, 1)
+                self.evaluation_step(batch, "test", self.modes)
+            self._log_metrics("test", self.modes)
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation("test")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.evaluation_step(batch, "test", self.eval_modes)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.eval_modes)
 
     # ------------------------------------------------------------------ exact resume
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -22,7 +22,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ace.core.homotopic import prune
-from ace.training.results import load_weights, parameter_counts, test_best_checkpoints, write_json
+from ace.training.results import (
+    load_weights,
+    metric_declarations,
+    parameter_counts,
+    test_best_checkpoints,
+    write_json,
+)
+from ace.training.summary import run_summary
+from ace.utils.direction import objective
 from ace.utils.run_info import job_overrides, run_hparams
 
 log = logging.getLogger(__name__)
@@ -44,7 +52,8 @@ def _constraint_factory(cfg: DictConfig):
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json``; returns the results dictionary.
 
-    Under DDP every rank runs this function; only global rank 0 tests and writes files, with
+    Under DDP every rank runs this function (training and the final validate/test, which are
+    collective); only global rank 0 writes files, with
     every rank's final γ/λ/u (gathered by ``ReplicaConsistency``) in ``results.json["replicas"]``.
     """
     output_dir = Path(cfg.paths.output_dir)
@@ -74,13 +83,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fit_seconds = time.perf_counter() - started
+        task = datamodule.task
         results: dict[str, Any] = {
             "name": cfg.get("name"),
             "seed": cfg.get("seed"),
             "status": "completed",
-            "metric": datamodule.task.metric_name,
-            "metric_unit": datamodule.task.metric_unit,
-            "task": datamodule.task.summary(),
+            "metric": task.primary.name,
+            "metric_unit": task.primary.unit,
+            "metric_direction": task.primary.direction,
+            "metrics": metric_declarations(task),
+            "task": task.summary(),
             "hparams": run_hparams(cfg),
             "overrides": job_overrides(),
             "epochs": trainer.current_epoch,
@@ -92,13 +104,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         }
         if trainer.world_size > 1:
             results["replicas"] = getattr(module, "replicas", None)  # ReplicaConsistency
+        if cfg.get("test", True) and not trainer.fast_dev_run:
+            # every rank runs Lightning's validate/test (collective under DDP); rank 0 writes
+            results["modes"] = test_best_checkpoints(trainer, module, datamodule,
+                                                     module.checkpoint_dir)
+            if trainer.is_global_zero:
+                export_pruned(module, Path(module.checkpoint_dir) / "best_eq.ckpt", output_dir)
         if not trainer.is_global_zero:
             return results
-        if cfg.get("test", True) and not trainer.fast_dev_run:
-            results["modes"] = test_best_checkpoints(module, datamodule, module.checkpoint_dir)
-            export_pruned(module, Path(module.checkpoint_dir) / "best_eq.ckpt", output_dir)
         write_json(output_dir / "results.json", results)
-        log.info("results written to %s", output_dir / "results.json")
+        log.info("%s", run_summary(results, output_dir))
         return results
     finally:
         _finish_wandb(loggers)
@@ -162,6 +177,15 @@ def record_failure(cfg: DictConfig, err: BaseException) -> Path:
         "hparams": hparams,
         "overrides": job_overrides(),
     })
+
+
+def sweep_objective(results: dict[str, Any]) -> float | None:
+    """f_eq's validation value of the primary metric, negated when the metric is maximised, so
+    that a sweeper that minimises the value ``train.py`` returns picks the best run."""
+    value = (results.get("modes") or {}).get("eq", {}).get("val")
+    if value is None:
+        return None
+    return objective(value, results.get("metric_direction", "min"))
 
 
 def _median_or_none(values: list[float]) -> float | None:

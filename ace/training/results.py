@@ -1,4 +1,10 @@
-"""Post-training evaluation: each mode at its own best-validation checkpoint (ace_algorithm.md §6)."""
+"""Post-training evaluation: each mode at its own best-validation checkpoint (ace_algorithm.md §6).
+
+Both numbers come from Lightning on the checkpoint file: ``trainer.validate`` (which reproduces
+the validation value that selected it) and ``trainer.test``. Evaluation transforms are seeded as
+during training for validation (the checkpoint's epoch) and with a fixed stream for the test set
+(epoch −1), so f_eq and f_eq + γ f_neq are tested on the same transformed data.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 
 from ace.core.homotopic import count_parameters, prune
 from ace.training.module import ACEModule
+
+FINAL_TEST_EPOCH = -1
 
 
 def load_weights(module: ACEModule, path: Path) -> dict[str, Any]:
@@ -19,43 +28,71 @@ def load_weights(module: ACEModule, path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def test_best_checkpoints(module: ACEModule, datamodule, checkpoint_dir: str | Path) -> dict:
-    """For each mode, reload ``best_<mode>.ckpt`` and evaluate validation and test in that mode.
+def evaluate_checkpoint(trainer: L.Trainer, module: ACEModule, datamodule, path: Path,
+                        modes: tuple[str, ...]) -> tuple[int, dict[str, dict[str, dict[str, float]]]]:
+    """The checkpoint's epoch and ``{mode: {"val": {metric: v}, "test": {metric: v}}}``."""
+    epoch = int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    out: dict[str, dict[str, dict[str, float]]] = {mode: {} for mode in modes}
+    module.eval_modes = modes
+    loggers, trainer.loggers = trainer.loggers, []  # re-evaluations are not new curve points
+    try:
+        for stage, run, seed_epoch in (("val", trainer.validate, epoch),
+                                       ("test", trainer.test, FINAL_TEST_EPOCH)):
+            module.eval_epoch = seed_epoch
+            logged = run(module, datamodule=datamodule, ckpt_path=str(path), verbose=False)[0]
+            for mode in modes:
+                out[mode][stage] = {spec.name: float(logged[f"{stage}/{spec.name}/{mode}"])
+                                    for spec in module.task.metrics}
+    finally:
+        trainer.loggers = loggers
+        module.eval_modes, module.eval_epoch = module.modes, None
+    return epoch, out
+
+
+def test_best_checkpoints(trainer: L.Trainer, module: ACEModule, datamodule,
+                          checkpoint_dir: str | Path) -> dict:
+    """For each mode, validate and test ``best_<mode>.ckpt`` in that mode (every rank runs it
+    under DDP; the values are the same on all ranks).
 
     Also reports the secondary number of the official EGNO / SEGNN-QM9 code: f_eq + γ f_neq at
-    the f_eq-selected checkpoint (``relaxed_at_eq_selection``).
+    the f_eq-selected checkpoint (``relaxed_at_eq_selection``). Each entry holds the primary
+    metric as ``val`` / ``test`` and every declared metric under ``metrics``.
     """
     checkpoint_dir = Path(checkpoint_dir)
-    val_loader, test_loader = datamodule.val_dataloader(), datamodule.test_dataloader()
+    primary = module.task.primary.name
     modes: dict[str, Any] = {}
     for mode in module.modes:
         path = checkpoint_dir / f"best_{mode}.ckpt"
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: no validation ran for mode {mode!r}")
-        checkpoint = load_weights(module, path)
-        modes[mode] = {
-            "checkpoint": str(path),
-            "epoch": int(checkpoint["epoch"]),
-            "val": module.evaluate(val_loader, mode),
-            "test": module.evaluate(test_loader, mode),
-        }
-        if mode == "eq" and "relaxed" in module.modes:
-            modes["relaxed_at_eq_selection"] = {
-                "checkpoint": str(path),
-                "epoch": int(checkpoint["epoch"]),
-                "val": module.evaluate(val_loader, "relaxed"),
-                "test": module.evaluate(test_loader, "relaxed"),
+        also = ("relaxed",) if mode == "eq" and "relaxed" in module.modes else ()
+        epoch, values = evaluate_checkpoint(trainer, module, datamodule, path, (mode, *also))
+        names = {mode: mode, "relaxed": "relaxed_at_eq_selection"} if also else {mode: mode}
+        for evaluated, key in names.items():
+            stages = values[evaluated]
+            modes[key] = {
+                "checkpoint": str(path), "epoch": epoch,
+                "val": stages["val"][primary], "test": stages["test"][primary],
+                "metrics": {name: {"val": stages["val"][name], "test": stages["test"][name]}
+                            for name in stages["val"]},
             }
     return with_alternative_units(modes, module.task)
 
 
 def with_alternative_units(modes: dict[str, Any], task) -> dict[str, Any]:
-    """Add ``val_<unit>`` / ``test_<unit>`` beside each metric (QM9 energies: eV and meV)."""
-    for unit, scale in (getattr(task, "alternative_units", None) or {}).items():
+    """Add ``val_<unit>`` / ``test_<unit>`` beside the primary metric (QM9 energies: eV and meV)."""
+    for unit, scale in task.primary.alternative_units.items():
         for entry in modes.values():
             for key in ("val", "test"):
                 entry[f"{key}_{unit}"] = entry[key] * scale
     return modes
+
+
+def metric_declarations(task) -> dict[str, Any]:
+    """results.json's ``metrics``: every declared metric with unit and direction, and which one
+    is primary (selects checkpoints and learning rates)."""
+    return {"primary": task.primary.name,
+            "declared": {spec.name: spec.describe() for spec in task.metrics}}
 
 
 def parameter_counts(module: ACEModule) -> dict[str, int]:
@@ -73,3 +110,7 @@ def write_json(path: str | Path, payload: dict) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     tmp.replace(path)
     return path
+
+
+__all__ = ["evaluate_checkpoint", "test_best_checkpoints", "with_alternative_units",
+           "metric_declarations", "parameter_counts", "write_json", "load_weights"]

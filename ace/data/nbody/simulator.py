@@ -1,4 +1,5 @@
-"""Charged 5-body simulator, bit-exact with the EGNN/SEGNN ``nbody_small`` data.
+"""Charged 5-body simulator, bit-exact with the reference generator of the EGNN/SEGNN
+``nbody_small`` data on the same kind of CPU.
 
 Written from ``shared/reference/nbody_simulator.md`` (cited below as §N):
 
@@ -11,7 +12,22 @@ Written from ``shared/reference/nbody_simulator.md`` (cited below as §N):
 
 Outputs use the reference layout (§7): ``loc``/``vel`` [S, 49, 3, 5] (sim, frame, xyz, particle)
 and ``charges`` [S, 5, 1], all float64. :func:`simulate_loop` is the one-simulation-at-a-time
-version (same numbers, ~70x slower on 2 cores), kept for tests and the speed benchmark.
+version (the reference generator's operations; same numbers, ~70x slower on 2 cores), kept for
+tests and the speed benchmark.
+
+What "bit-exact" means: the output has identical bits to the reference algorithm run on the same
+kind of CPU, i.e. with the same NumPy SIMD dispatch. NumPy picks the ``np.power`` kernel by CPU
+(e.g. AVX-512 vs AVX2), and the kernels differ in the last bit now and then, so the reference
+generator itself gives different bits on different CPU kinds. The systems are chaotic (Coulomb
+force without softening), so such a difference first shows at the rounding level and then grows
+by an amount that depends on the simulation: on the 10 simulations of the §9 fixture it stays
+below 1e-8 (AVX-512 vs AVX2: 4.6e-10 in loc, 6.4e-9 in vel), but over the first 2,000 seed-43
+training simulations the median difference at frame 48 is ~1e-14 while ~3-4 % of them (those
+with close encounters) diverge macroscopically, up to O(1) in position. Statistics over the data
+set are unaffected (the constant-velocity MSE of those 2,000 differs by < 1 %). Consequently a
+data set regenerated on another CPU kind does not have the same SHA-256 as one made here; the
+manifest (:func:`generate_dataset`) records the hashes of the files as written on the machine
+that made them, and verifies those files, wherever they are copied.
 """
 
 from __future__ import annotations
@@ -116,8 +132,8 @@ def _draw_unused_noise(rng: np.random.RandomState) -> None:
 class _BatchedForce:
     """F(x) for x [S, 3, 5] (§4, batched as in §8.4), with the same rounding as the reference.
 
-    Two rearrangements that leave every bit unchanged (checked against the fixture and
-    :func:`simulate_loop`) and halve the cost:
+    Two rearrangements that leave every bit unchanged (checked against
+    :func:`simulate_loop`, and against the §9 fixture on an AVX2-dispatch CPU) and halve the cost:
 
     * r² is exactly symmetric (A·Aᵀ comes from BLAS ``syrk`` and a + b = b + a), so r^{3/2} and
       w = kE / r³ are computed for the 10 pairs i < j only and mirrored. The diagonal of w is
@@ -126,8 +142,10 @@ class _BatchedForce:
       so F_i = Σ_j w_ij (x_i − x_j) is accumulated over j = 0…4 in that order (the j = i term
       is an exact 0, as in the reference).
 
-    Only the BLAS product is left to the library, as §8 requires; if a different BLAS breaks
-    bit-exactness, ``tests/test_nbody_data.py`` (the §9 fixture) fails.
+    Only the BLAS product and ``np.power`` are left to the library, as in the reference. Both
+    may round differently on another BLAS or CPU kind; ``tests/test_nbody_data.py`` checks bit
+    equality with :func:`simulate_loop` on the machine it runs on, and closeness to the §9
+    fixture (made on an AVX2-dispatch CPU) within a cross-CPU tolerance.
     """
 
     def __init__(self, edges: np.ndarray):
@@ -241,7 +259,11 @@ def _loop_force(x: np.ndarray, k_edges: np.ndarray) -> np.ndarray:
 
 def simulate_loop(rng: np.random.RandomState, num_sims: int) -> dict[str, np.ndarray]:
     """Same as :func:`simulate_split` but one simulation at a time, with the noise drawn after
-    the integration as in the reference (§3); the same numbers, much slower."""
+    the integration as in the reference (§3); the same bits (on the same machine), much slower.
+
+    The force (:func:`_loop_force`) performs the reference generator's NumPy operations in its
+    order (``ChargedParticlesSim.sample_trajectory`` in Steerable-E3-GNN's ``synthetic_sim.py``),
+    so this is the reference algorithm that the vectorised version is tested against."""
     loc = np.empty((num_sims, T_SAVE, DIM, N_PARTICLES))
     vel = np.empty((num_sims, T_SAVE, DIM, N_PARTICLES))
     charges = np.empty((num_sims, N_PARTICLES, 1))
@@ -350,6 +372,10 @@ def generate_dataset(
     (:func:`dataset_params`, the SHA-256 and shape of every file, timing, NumPy version). Files go
     to a temporary sibling directory first, which is renamed into place only when complete, so an
     interrupted run never leaves a partial data set.
+
+    The SHA-256 values are those of the files just written: they verify these files (here or
+    copied elsewhere), not a regeneration on another kind of CPU, which can differ in the low
+    bits and, for a few percent of the simulations, macroscopically (see the module docstring).
     """
     root = Path(root)
     name = dataset_name(num_train, num_valid, num_test, seed)

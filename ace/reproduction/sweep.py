@@ -15,13 +15,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ace.reproduction.aggregate import find_runs
+
 log = logging.getLogger("ace.sweep")
 
 
 def summarise_sweep(sweep_dir: str | Path) -> dict[str, Any]:
     """Count the jobs under ``sweep_dir`` (one ``<job>/results.json`` each) by status."""
-    from ace.reproduction.aggregate import find_runs
-
     runs = sorted(find_runs([sweep_dir]), key=lambda r: (len(r.path.name), r.path.name))
     failed = [{"job": r.path.name, "overrides": r.record.get("overrides", []),
                "error": r.record.get("error")} for r in runs if r.failed]

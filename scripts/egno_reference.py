@@ -6,9 +6,13 @@ and time slot, per-edge concatenation ``[‖x_i − x_j‖², h_i, h_j, e_ij]`` 
 edge Linear, ``scatter_add`` aggregation with a count of ones for the mean, and ``nn.Linear`` /
 ``nn.Sequential`` calls. It reads the parameters of an ``EGNO`` instance, so
 
-* the tests check that the optimised model computes the same function (float64), and
+* ``tests/test_egno.py`` checks that the optimised model computes the same function (float64),
+  and
 * ``scripts/bench_mocap.py`` times it against the optimised model in one run (the speed-up at
   identical math).
+
+It lives under ``scripts/`` so that the benchmark does not import from ``tests/``; the tests load it
+from here (``sys.path``), as the scripts load ``bench_common``.
 """
 
 from __future__ import annotations
@@ -69,7 +73,9 @@ def reference_forward(model: EGNO, batch: dict[str, torch.Tensor]) -> torch.Tens
     edges_b = torch.cat(list(edges.unsqueeze(0) + offset), dim=-1)  # [2, B·E]
     etype = batch["edge_type"].to(loc.dtype).repeat(B).unsqueeze(-1)
     loc_f, vel_f = loc.reshape(BN, 3), vel.reshape(BN, 3)
-    z = loc_f[:, 1:2] / 10
+    # the heights of Z: batch["height"] (EGNO's HEIGHT_KEY) when given, else the input's y
+    height = batch["height"].reshape(BN, 1) if "height" in batch else loc_f[:, 1:2]
+    z = height / 10
     nodes = torch.cat([vel_f.norm(dim=-1, keepdim=True), z / z.max()], dim=-1)
     r0, c0 = edges_b
     edge_attr = torch.cat([etype, ((loc_f[r0] - loc_f[c0]) ** 2).sum(1, keepdim=True)], dim=1)

@@ -1,5 +1,9 @@
 """A tiny QM9 in PyG's real on-disk raw format, built from real QM9 molecules.
 
+Used by the tests and by ``debug=smoke`` (``configs/debug/smoke_data/qm9.yaml``), which serves it
+through the real download path: :func:`tiny_qm9_url` writes the archive and returns its
+``file://`` URL for ``data.url``.
+
 PyG's rdkit-free QM9 downloads ``qm9_v3.zip``, whose top level holds ``qm9_v3.pt``:
 ``torch.save`` of a list of per-molecule dicts (``ecosystem_notes.md`` §1.3) with
 
@@ -27,6 +31,7 @@ hybridisation of the heavy atoms (all sp3 here). No model reads these columns.
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -35,7 +40,7 @@ import torch
 from ace.core.equivariance import random_rotations
 
 __all__ = ["HAR2EV", "KCALMOL2EV", "MOLECULES", "Y_COLUMNS", "pyg_y", "tiny_qm9_records",
-           "write_tiny_qm9", "make_qm9_zip"]
+           "write_tiny_qm9", "make_qm9_zip", "tiny_qm9_url"]
 
 HAR2EV = 27.211386246
 KCALMOL2EV = 0.04336414
@@ -157,11 +162,28 @@ def write_tiny_qm9(root: str | Path, copies: int = 4, seed: int = 0) -> list[dic
 
 
 def make_qm9_zip(path: str | Path, records: list[dict]) -> Path:
-    """Write a ``qm9_v3.zip`` laid out like PyG's: ``qm9_v3.pt`` at the top level."""
+    """Write a ``qm9_v3.zip`` laid out like PyG's: ``qm9_v3.pt`` at the top level.
+
+    Written to a temporary name and renamed into place, so concurrent writers of the same
+    archive (e.g. the ranks of a DDP smoke run) never see a half-written file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(records, buffer)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    part = path.with_name(f"{path.name}.part-{os.getpid()}")
+    with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("qm9_v3.pt", buffer.getvalue())
+    os.replace(part, path)
     return path
+
+
+def tiny_qm9_url(path: str | Path, copies: int = 19, seed: int = 0) -> str:
+    """Write the tiny QM9 archive (``3 · (copies + 1)`` molecules, 60 by default) to ``path`` and
+    return its ``file://`` URL, for ``data.url`` (the data module then downloads, unpacks and
+    processes it exactly as PyG's real ``qm9_v3.zip``).
+
+    ``configs/debug/smoke_data/qm9.yaml`` calls it through Hydra (``data.url._target_``), so the
+    archive is written when the data module is instantiated.
+    """
+    return make_qm9_zip(path, tiny_qm9_records(copies, seed)).resolve().as_uri()
