@@ -155,3 +155,19 @@ def test_replica_consistency_records_agreement_and_stops_on_a_mismatch():
     assert module.replicas["gamma"] == [[0.5, -0.25], [0.5, -0.25]]
     with pytest.raises(RuntimeError, match="differ across DDP ranks by 1.000e-03 at epoch 4"):
         ReplicaConsistency().on_train_epoch_end(FakeTrainer(), FakeModule(1e-3))
+
+
+def test_augmentation_does_not_depend_on_how_often_the_model_is_evaluated(tmp_path):
+    """The training transform draws from its own (seed, epoch) stream: DataLoader iterators of
+    extra evaluations (test curves) draw from torch's global stream and must not shift it."""
+    rotate = {"train_transform": {"_target_": "ace.data.transforms.RandomGroupAction"}}
+
+    def losses(name: str, *overrides: str) -> list[float]:
+        train(toy_cfg(tmp_path / name, "trainer.max_epochs=3", "test=false", *overrides,
+                      data=rotate))
+        frame = pd.read_csv(tmp_path / name / "csv" / "metrics.csv")
+        return frame["train/loss_epoch"].dropna().tolist()
+
+    curves = losses("curves", "model.log_test_metric=true")
+    assert curves == losses("no_curves", "model.log_test_metric=false",
+                            "trainer.check_val_every_n_epoch=2")
