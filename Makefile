@@ -11,7 +11,7 @@ ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ace-installed
 
-.PHONY: help install train test test-full bench reproduce-nbody reproduce-nbody-cpu clean
+.PHONY: help install install-qm9pack train test test-full bench reproduce-nbody reproduce-nbody-cpu clean
 
 help:  ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(PIP_TORCH_ARGS)
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
+
+install-qm9pack: install  ## add the optional qm9pack wheel (~104 MB): QM9 offline with data.source=qm9pack
+	$(PY) -m pip install -q -e ".[qm9pack]"
 
 train: install  ## train the default experiment (nbody_segnn_ace; N-body data generated on first use); ARGS="..." adds overrides
 	$(PY) train.py experiment=nbody_segnn_ace $(ARGS)

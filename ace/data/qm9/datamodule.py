@@ -20,6 +20,7 @@ from torch_geometric.loader import DataLoader
 from ace.data.base import TaskDataModule
 from ace.data.errors import DataIntegrityError
 from ace.data.qm9.files import PYG_QM9_URL, QM9Dataset, load_processed, prepare_qm9
+from ace.data.qm9.qm9pack import POSITIONS, build_qm9pack, check_manifest, qm9pack_root
 from ace.data.qm9.splits import SPLITS, split_indices, standardization_stats
 from ace.data.qm9.task import QM9Task
 from ace.data.samplers import EpochShuffleSampler
@@ -28,6 +29,9 @@ from ace.data.transforms import BatchTransform
 __all__ = ["QM9DataModule"]
 
 log = logging.getLogger(__name__)
+
+
+SOURCES = ("pyg", "qm9pack")
 
 
 class QM9DataModule(TaskDataModule):
@@ -44,8 +48,15 @@ class QM9DataModule(TaskDataModule):
         batch_size: for all loaders (``drop_last=False`` everywhere).
         num_workers: DataLoader workers.
         url: where ``qm9_v3.zip`` comes from; ``file:///path/qm9_v3.zip`` for offline machines.
+        source: ``"pyg"`` (PyG's download, the default) or ``"qm9pack"`` (the same molecules
+            built from the optional qm9pack wheel, offline; :mod:`ace.data.qm9.qm9pack`), kept
+            in its own folder beside ``data_dir`` (``<data_dir>_qm9pack_<positions>``).
+        positions: qm9pack only: ``"pyg"`` (xyz rounded to 4 decimals, as PyG) or ``"full"``.
+        qm9pack_dir: qm9pack only: a folder with the CSVs instead of the installed wheel's.
         max_train_samples: use only the first n molecules of the training split (quick runs,
             sample-efficiency sweeps); None: all.
+        max_eval_samples: use only the first n molecules of the validation and of the test split
+            (reduced-budget runs on a CPU; the paper evaluates on all); None: all.
         shuffle_seed: the training order of epoch e is a permutation seeded by shuffle_seed + e
             (None: ``split_seed``, which the configs tie to the run seed).
         train_transform, eval_transform: batch transforms (:mod:`ace.data.transforms`).
@@ -62,7 +73,11 @@ class QM9DataModule(TaskDataModule):
         batch_size: int = 128,
         num_workers: int = 0,
         url: str = PYG_QM9_URL,
+        source: str = "pyg",
+        positions: str = "pyg",
+        qm9pack_dir: str | None = None,
         max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
         shuffle_seed: int | None = None,
         train_transform: BatchTransform | None = None,
         eval_transform: BatchTransform | None = None,
@@ -71,8 +86,10 @@ class QM9DataModule(TaskDataModule):
         if split not in ("cormorant", "random"):
             raise ValueError(f"data.split={split!r} must be 'cormorant' (SEGNN) or 'random' "
                              f"(SchNet)")
-        if max_train_samples is not None and max_train_samples < 1:
-            raise ValueError(f"data.max_train_samples={max_train_samples} must be >= 1 or null")
+        for key, value in (("max_train_samples", max_train_samples),
+                           ("max_eval_samples", max_eval_samples)):
+            if value is not None and value < 1:
+                raise ValueError(f"data.{key}={value} must be >= 1 or null")
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size} must be >= 1")
         self.data_dir = Path(data_dir)
@@ -83,7 +100,15 @@ class QM9DataModule(TaskDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.url = url
+        if source not in SOURCES:
+            raise ValueError(f"data.source={source!r} must be one of {list(SOURCES)}")
+        if positions not in POSITIONS:
+            raise ValueError(f"data.positions={positions!r} must be one of {list(POSITIONS)}")
+        self.source, self.positions, self.qm9pack_dir = source, positions, qm9pack_dir
+        #: where the processed data live: data_dir (PyG) or its qm9pack sibling
+        self.root = self.data_dir if source == "pyg" else qm9pack_root(self.data_dir, positions)
         self.max_train_samples = max_train_samples
+        self.max_eval_samples = max_eval_samples
         self.shuffle_seed = self.split_seed if shuffle_seed is None else int(shuffle_seed)
         self.task = QM9Task(target)
         self.dataset: QM9Dataset | None = None
@@ -92,15 +117,21 @@ class QM9DataModule(TaskDataModule):
         self.sampler: EpochShuffleSampler | None = None
 
     def prepare_data(self) -> None:
-        """Download and process QM9 if ``data_dir`` has no processed file (rank 0 only)."""
-        prepare_qm9(self.data_dir, self.url)
+        """Download and process QM9 (``source=pyg``) or build it from the qm9pack wheel
+        (``source=qm9pack``) if not done yet (rank 0 only)."""
+        if self.source == "qm9pack":
+            build_qm9pack(self.root, self.positions, self.qm9pack_dir)
+        else:
+            prepare_qm9(self.data_dir, self.url)
 
     def setup(self, stage: str | None = None) -> None:
         """Load and validate the processed data, split it, and set the task's mean / MAD."""
         if self.datasets:
             return
         started = time.perf_counter()
-        dataset = load_processed(self.data_dir)
+        if self.source == "qm9pack":
+            check_manifest(self.root, self.positions)
+        dataset = load_processed(self.root)
         idx = split_indices(len(dataset), self.split, seed=self.split_seed,
                             cormorant_num_train=self.cormorant_num_train)
         if self.max_train_samples is not None:
@@ -109,6 +140,9 @@ class QM9DataModule(TaskDataModule):
                     f"data.max_train_samples={self.max_train_samples} exceeds the "
                     f"{len(idx['train'])} molecules of the {self.split} training split")
             idx["train"] = idx["train"][: self.max_train_samples]
+        if self.max_eval_samples is not None:
+            idx["valid"] = idx["valid"][: self.max_eval_samples]
+            idx["test"] = idx["test"][: self.max_eval_samples]
         if self.standardize:
             y_train = dataset._data.y[idx["train"], self.task.target_index]
             mean, mad = standardization_stats(y_train)
@@ -122,7 +156,7 @@ class QM9DataModule(TaskDataModule):
         self.datasets = {s: dataset.index_select(idx[s]) for s in SPLITS}
         self.sampler = EpochShuffleSampler(len(idx["train"]), self.shuffle_seed)
         log.info("QM9 loaded from %s in %.2f s: %s split %s, target %s (%s), mean %.6g, MAD %.6g",
-                 self.data_dir, time.perf_counter() - started, self.split,
+                 self.root, time.perf_counter() - started, self.split,
                  "/".join(str(len(idx[s])) for s in SPLITS), self.task.target_name,
                  self.task.primary.unit, self.task.mean, self.task.mad)
 

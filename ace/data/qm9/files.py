@@ -43,7 +43,9 @@ REQUIRED_KEYS = ("x", "z", "pos", "edge_index", "y")
 
 def _offline_hint(url: str) -> str:
     return (f"Check the network connection and data.url={url}, or download {ZIP_NAME} by hand "
-            f"(from {PYG_QM9_URL}) and set data.url=file:///absolute/path/to/{ZIP_NAME}.")
+            f"(from {PYG_QM9_URL}) and set data.url=file:///absolute/path/to/{ZIP_NAME}. "
+            f"Without a network: data.source=qm9pack builds the same molecules from the qm9pack "
+            f"wheel (pip install -e \".[qm9pack]\", or make install-qm9pack).")
 
 
 def _delete_hint(root: Path) -> str:
