@@ -106,5 +106,6 @@ def test_failed_download_is_one_clear_error_and_leaves_nothing(tmp_path):
     assert proc.returncode == 1
     assert "error: Could not download" in proc.stderr and missing in proc.stderr
     assert "data.url=file:///" in proc.stderr  # says how to use a manually downloaded archive
+    assert 'data.source=qm9pack' in proc.stderr and 'pip install -e ".[qm9pack]"' in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
