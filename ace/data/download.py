@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ace.data.errors import DataIntegrityError, DownloadError
 
-__all__ = ["download_file", "extract_zip", "sha256_hex"]
+__all__ = ["download_file", "extract_zip", "sha256_hex", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,15 @@ CHUNK_SIZE = 1 << 20
 def sha256_hex(data: bytes) -> str:
     """The default hash: SHA-256 as lowercase hex."""
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
+    """SHA-256 (lowercase hex) of a file, read in blocks (data manifests: N-body, qm9pack)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _part_path(dest: Path) -> Path:

@@ -126,6 +126,8 @@ class ACEModule(L.LightningModule):
         #: the current epoch
         self.eval_epoch: int | None = None
         self._last_train_batch: Any = None
+        #: (γ, s) of the epoch's latest step, logged once more at the epoch end
+        self._last_trace: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self._epoch_t0 = 0.0
         # Seconds per training / validation epoch of this process (Table 3; results.json medians).
         self.epoch_seconds: dict[str, list[float]] = {"train": [], "val": []}
@@ -271,10 +273,9 @@ class ACEModule(L.LightningModule):
         # Validation (if any) ran between the last batch and this hook: not counted here.
         self.epoch_seconds["train"].append(self._epoch_t1 - self._epoch_t0)
         self.log("time/train_epoch_s", self.epoch_seconds["train"][-1])
-        last_trace = getattr(self, "_last_trace", None)
-        if last_trace is not None:
+        if self._last_trace is not None:
             # The epoch's last step, whatever log_every_n_steps: short runs have traces too.
-            self.log_dict({f"{k}_epoch": v for k, v in self._trace(*last_trace).items()})
+            self.log_dict({f"{k}_epoch": v for k, v in self._trace(*self._last_trace).items()})
             self._last_trace = None
         schedulers = self.lr_schedulers()
         if schedulers is not None:

@@ -32,7 +32,6 @@ that made them, and verifies those files, wherever they are copied.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -42,6 +41,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from ace.data.download import sha256_file
 
 __all__ = [
     "N_PARTICLES", "DIM", "BOX_SIZE", "LOC_STD", "VEL_NORM", "INTERACTION_STRENGTH", "DT",
@@ -334,14 +335,6 @@ def dataset_params(num_train: int, num_valid: int, num_test: int, seed: int) -> 
 def dataset_name(num_train: int, num_valid: int, num_test: int, seed: int) -> str:
     """Directory name encoding the generator settings, e.g. ``charged5_seed43_10000_2000_2000``."""
     return f"charged{N_PARTICLES}_seed{seed}_{num_train}_{num_valid}_{num_test}"
-
-
-def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _remove_stale_tmp(root: Path, name: str) -> None:

@@ -27,7 +27,6 @@ convention and the CSVs' SHA-256 in ``source.json``, checked on every load.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -44,6 +43,7 @@ from torch_geometric.data import Data
 from torch_geometric.io import fs
 from tqdm import tqdm
 
+from ace.data.download import sha256_file
 from ace.data.errors import DataIntegrityError
 from ace.data.qm9.files import PROCESSED_NAME
 
@@ -204,14 +204,6 @@ def _save_processed(tensors: dict[str, torch.Tensor], path: Path) -> None:
     fs.torch_save((data.to_dict(), slices, Data), str(path))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _version() -> str | None:
     try:
         return importlib.metadata.version("qm9pack")
@@ -244,7 +236,7 @@ def build_qm9pack(root: str | Path, positions: str = "pyg",
             "source": "qm9pack", "version": _version() if csv_dir is None else None,
             "csv_dir": str(folder), "positions": positions, "molecules": len(frame),
             "atoms": int(tensors["ptr"][-1]),
-            "csv_sha256": {name: _sha256(folder / name) for name in CSV_FILES},
+            "csv_sha256": {name: sha256_file(folder / name) for name in CSV_FILES},
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if root.exists():
