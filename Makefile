@@ -43,6 +43,7 @@ bench: install  ## run the benchmarks; JSON under outputs/bench/
 	$(PY) scripts/bench_training.py
 	$(PY) scripts/bench_qm9.py
 	$(PY) scripts/bench_mocap.py
+	$(PY) scripts/bench_vn_dgcnn.py
 
 # Paper protocol for N-body (Table 2 left, Figs. 2 and 6): the Table 4 grids, 5 seeds, 2000 epochs.
 # 75 ACE + 25 vanilla + 25 augmented runs of about 1 GPU-hour each: use a cluster,

@@ -20,14 +20,17 @@ def make_train_step(
     forward: Callable | None = None,
     adam: str = "fused",
     lr: float = 1e-4,
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None,
 ):
-    """One optimisation step: forward, ``loss_fn(pred, batch)`` [+ λ Σγ for ACE], backward, Adam.
+    """One optimisation step: forward, ``loss_fn(pred, batch)`` [+ λ Σγ for ACE], backward, Adam
+    (or ``optimizer(params)``, e.g. a partial of fused SGD).
 
     ``forward`` (e.g. a compiled model) defaults to ``model``; ``adam`` is ``"fused"``,
     ``"foreach"`` or ``"default"`` (torch's per-tensor loop on CPU).
     """
     kwargs = {"fused": True} if adam == "fused" else {"foreach": True} if adam == "foreach" else {}
-    opt = torch.optim.Adam(model.parameters(), lr=lr, **kwargs)
+    opt = (optimizer(model.parameters()) if optimizer is not None
+           else torch.optim.Adam(model.parameters(), lr=lr, **kwargs))
     forward = model if forward is None else forward
     is_ace = num_gammas(model) > 0
 

@@ -29,9 +29,13 @@ EXPECTED = {  # experiment: (constraint class or None, train-time params, augmen
     "qm9_schnet_ace": ("EqualityConstraint", 153_543, False),
     "qm9_segnn": (None, 1_033_525, False),
     "qm9_segnn_ace": ("EqualityConstraint", 9_869_667, False),
+    # ModelNet40 rotates every training cloud (experiments.md §5.1): a training transform
+    "modelnet40_vndgcnn": (None, 2_899_830, True),
+    "modelnet40_vndgcnn_ace": ("EqualityConstraint", 8_831_612, True),
+    "modelnet40_vndgcnn_ace_resilient": ("ResilientConstraint", 8_831_612, True),
 }
 # data overrides that make each family's data module cheap (instantiation touches no files)
-FAMILY_DATA = {"nbody": TINY_DATA, "qm9": [], "mocap": []}
+FAMILY_DATA = {"nbody": TINY_DATA, "qm9": [], "mocap": [], "modelnet40": []}
 
 
 def test_every_experiment_is_known():
@@ -92,6 +96,34 @@ def test_paper_settings_of_the_mocap_experiments(tmp_path):
             assert cfg.constraint.dual_lr == 2e-4
     walk = compose_cfg(["experiment=mocap_egno", "data.case=walk"], tmp_path)
     assert instantiate(walk.data).case == "walk"
+
+
+def test_paper_settings_of_the_modelnet40_experiments(tmp_path):
+    """ACE README run (experiments.md §5.5): 300 points, batch 32, 250 epochs, SGD lr 0.1 with
+    momentum 0 and no weight decay, no scheduler, SGD dual lr 1e-4, label smoothing 0.2, k = 20;
+    and the noisy variant through data.point_dropout=true on training and evaluation clouds."""
+    from ace.data.modelnet40.transforms import RandomPointDropout
+    from ace.data.transforms import Compose, RandomGroupAction
+
+    for experiment in ("modelnet40_vndgcnn", "modelnet40_vndgcnn_ace",
+                       "modelnet40_vndgcnn_ace_resilient"):
+        cfg = compose_cfg([f"experiment={experiment}"], tmp_path)
+        assert cfg.data.num_points == 300 and cfg.data.batch_size == 32
+        assert cfg.data.label_smoothing == 0.2 and cfg.model.net.k == 20
+        assert cfg.trainer.max_epochs == 250 and cfg.model.scheduler is None
+        assert cfg.model.optimizer._target_ == "torch.optim.SGD"
+        assert cfg.model.optimizer.lr == 0.1 and cfg.model.optimizer.momentum == 0.0
+        assert cfg.model.optimizer.weight_decay == 0.0 and cfg.test_last
+        if experiment != "modelnet40_vndgcnn":
+            assert cfg.constraint.dual_optimizer == "sgd" and cfg.constraint.dual_lr == 1e-4
+        dm = instantiate(cfg.data)
+        assert isinstance(dm.train_transform, RandomGroupAction)
+        assert isinstance(dm.eval_transform, RandomGroupAction)
+    noisy = instantiate(compose_cfg(["experiment=modelnet40_vndgcnn_ace", "data.point_dropout=true"],
+                                    tmp_path).data)
+    for transform in (noisy.train_transform, noisy.eval_transform):
+        assert isinstance(transform, Compose)
+        assert [type(t) for t in transform.transforms] == [RandomGroupAction, RandomPointDropout]
 
 
 @pytest.mark.parametrize("target", ["mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U",
@@ -253,6 +285,10 @@ def test_every_experiment_runs_offline_under_debug_smoke(experiment, tmp_path, m
     family = experiment.split("_")[0]
     if family == "nbody":
         assert (tmp_path / "data" / "nbody").is_dir()
+    elif family == "modelnet40":  # synthetic clouds, made in memory: no files at all
+        assert not (tmp_path / "data").exists()
+        for mode in ("eq", "relaxed"):
+            assert set(results["modes"][mode]["metrics"]) == {"instance_acc", "class_acc"}
     else:  # QM9 and MoCap smoke data live in the run directory, never in paths.data_dir
         assert (run_dir / "smoke_data" / family).is_dir() and not (tmp_path / "data").exists()
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ace.data.errors import DataIntegrityError, DownloadError
 
-__all__ = ["download_file", "extract_zip", "sha256_hex", "sha256_file"]
+__all__ = ["download_file", "extract_zip", "file_hash", "sha256_hex", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,15 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
-    """SHA-256 (lowercase hex) of a file, read in blocks (data manifests: N-body, qm9pack)."""
-    h = hashlib.sha256()
+def file_hash(path: str | Path, algorithm: str = "sha256") -> str:
+    """The ``algorithm`` digest (lowercase hex) of a file, streamed (``hashlib.file_digest``)."""
     with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 (lowercase hex) of a file (data manifests: N-body, qm9pack)."""
+    return file_hash(path, "sha256")
 
 
 def _part_path(dest: Path) -> Path:

@@ -3,5 +3,6 @@
 from ace.models.egno import EGNO
 from ace.models.schnet import SchNetQM9
 from ace.models.segnn import SEGNN, SEGNNNBody, SEGNNQM9
+from ace.models.vn_dgcnn import VNDGCNN
 
-__all__ = ["EGNO", "SEGNN", "SEGNNNBody", "SEGNNQM9", "SchNetQM9"]
+__all__ = ["EGNO", "SEGNN", "SEGNNNBody", "SEGNNQM9", "SchNetQM9", "VNDGCNN"]

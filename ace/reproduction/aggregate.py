@@ -40,6 +40,8 @@ MODES = ("eq", "relaxed")
 # the size with the best validation value): where an experiment's runs use several sizes, each
 # size is a variant of its own, like the QM9 target or the MoCap case.
 SIZE_KEYS = ("max_samples", "max_samples_train", "max_train_samples")
+# Data keys that make a variant (a column of its own), never a candidate.
+VARIANT_KEYS = ("target", "case", "source", "point_dropout", *SIZE_KEYS)
 
 
 @dataclass
@@ -66,13 +68,16 @@ class Run:
 
     @property
     def variant(self) -> str:
-        """QM9 target, MoCap case, or "" (N-body)."""
+        """QM9 target, MoCap case, "" (N-body, clean ModelNet40); ``synthetic`` for runs on a
+        synthetic stand-in (never beside the paper's numbers) and ``dropout`` for ModelNet40's
+        point-dropout variant, joined by a space."""
         task = self.record.get("task") or {}
         data = (self.record.get("hparams") or {}).get("data") or {}
         target = task.get("target", data.get("target"))
-        if target is not None:
-            return str(target)
-        return str(data.get("case", ""))
+        base = str(target) if target is not None else str(data.get("case", ""))
+        parts = [base, "synthetic" if data.get("source") == "synthetic" else "",
+                 "dropout" if data.get("point_dropout") else ""]
+        return " ".join(p for p in parts if p)
 
     @property
     def train_size(self) -> Any:
@@ -87,7 +92,7 @@ class Run:
         parts = [f"lr={hparams.get('lr')}"]
         if hparams.get("dual_lr") is not None:
             parts.append(f"dual_lr={hparams['dual_lr']}")
-        variant = tuple(f"data.{k}=" for k in ("target", "case", *SIZE_KEYS))
+        variant = tuple(f"data.{k}=" for k in VARIANT_KEYS)
         parts += sorted(o for o in self.record.get("overrides", [])
                         if not o.startswith(BOOKKEEPING_PREFIXES + GRID_KEYS + variant))
         return ", ".join(parts)
@@ -142,6 +147,9 @@ class Selection:
     candidates: int  # how many candidates competed
     direction: str = "min"
     non_finite: list[str] = field(default_factory=list)  # skipped: validation mean NaN/inf
+    #: test mean ± std of every declared metric at the selected checkpoints (selection is by the
+    #: primary metric's validation value)
+    test_metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def candidate_stats(runs: list[Run]) -> list[dict[str, Any]]:
@@ -171,8 +179,15 @@ def candidate_stats(runs: list[Run]) -> list[dict[str, Any]]:
             "experiment": name, "variant": variant, "mode": mode, "candidate": candidate,
             "seeds": [r.seed for r in members], "direction": directions.pop(),
             "val": mean_std(val), "test": mean_std(test),
+            "metrics": _metric_stats([r.record["modes"][mode] for r in members]),
         })
     return stats
+
+
+def _metric_stats(entries: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Test mean ± std of every metric that all the entries (one mode of several seeds) carry."""
+    names = set.intersection(*(set(e.get("metrics") or {}) for e in entries)) if entries else set()
+    return {n: mean_std([e["metrics"][n]["test"] for e in entries]) for n in sorted(names)}
 
 
 def select(runs: list[Run]) -> dict[tuple[str, str, str], Selection]:
@@ -189,7 +204,8 @@ def select(runs: list[Run]) -> dict[tuple[str, str, str], Selection]:
         selections[key] = Selection(
             *key, chosen["candidate"], chosen["val"][0], *chosen["test"], chosen["seeds"],
             len(stats), chosen["direction"],
-            [s["candidate"] for s in stats if not math.isfinite(s["val"][0])])
+            [s["candidate"] for s in stats if not math.isfinite(s["val"][0])],
+            chosen["metrics"])
     return selections
 
 
@@ -209,25 +225,35 @@ def paper_table(table: Table, selections: dict, latex: bool = False) -> str | No
                 if any((r.experiment, v, r.mode) in selections for r in table.rows)]
     if not variants:
         return None
+    # columns: (variant, metric); metric None = the primary metric
+    columns = [(v, m) for v in variants for m in (table.metrics or (None,))]
+
+    def value(sel: Selection, metric: str | None) -> tuple[float, float] | None:
+        if metric is None:
+            return sel.test_mean, sel.test_std
+        return sel.test_metrics.get(metric)
+
     column_best = {}
-    for v in variants:
+    for v, m in columns:
         chosen = [selections[k] for k in ((r.experiment, v, r.mode) for r in table.rows)
-                  if k in selections]
-        column_best[v] = best(chosen, key=lambda sel: sel.test_mean, direction=chosen[0].direction)
+                  if k in selections and value(selections[k], m) is not None]
+        column_best[v, m] = best(chosen, key=lambda sel: value(sel, m)[0],
+                                 direction=chosen[0].direction) if chosen else None
     header = ["Model"]
-    for v in variants:
-        col = table.variants[v]
+    for v, m in columns:
+        col = " ".join(x for x in (table.variants[v], table.metric_labels.get(m, m)) if x)
         header += [f"{col} ours".strip(), f"{col} paper".strip()]
     lines = []
     for row in table.rows:
         cells = [row.label]
-        for v in variants:
+        for v, m in columns:
             sel = selections.get((row.experiment, v, row.mode))
-            ours = (f"{_fmt(sel.test_mean, sel.test_std, table.scale, _digits(table))} "
-                    f"(n={len(sel.seeds)})") if sel else "—"
-            if sel is not None and sel is column_best[v]:
+            got = value(sel, m) if sel is not None else None
+            ours = (f"{_fmt(*got, table.scale, _digits(table))} "
+                    f"(n={len(sel.seeds)})") if got is not None else "—"
+            if got is not None and sel is column_best[v, m]:
                 ours = f"**{ours}**"
-            cells += [ours, row.paper.get(v, "—")]
+            cells += [ours, row.paper.get(v if m is None else f"{v}/{m}", "—")]
         if any(c != "—" for c in cells[1::2]):  # show rows we ran, or the paper printed
             lines.append(cells)
     if latex:
@@ -303,6 +329,26 @@ def selection_table(runs: list[Run], selections: dict[tuple[str, str, str], Sele
     return "\n".join(out)
 
 
+def last_epoch_table(runs: list[Run]) -> str | None:
+    """Test metrics at the last epoch (``results.json["last"]``, runs with ``test_last=true``)
+    per experiment, variant and mode, every candidate: the numbers to hold against running
+    maxima such as the paper's ModelNet40 values, which select nothing on validation."""
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        for mode, entry in (run.record.get("last") or {}).items():
+            if not run.failed:
+                groups.setdefault((run.name, run.variant, mode, run.candidate), []).append(entry)
+    if not groups:
+        return None
+    out = ["### At the last epoch (test, every candidate; no selection)", "",
+           "| experiment | variant | mode | candidate | seeds | metrics |", "|---|---|---|---|---|---|"]
+    for (name, variant, mode, candidate), entries in sorted(groups.items()):
+        stats = _metric_stats(entries)
+        cells = ", ".join(f"{m} {v[0]:.4g} ± {v[1]:.2g}" for m, v in stats.items())
+        out.append(f"| {name} | {variant or '—'} | {mode} | {candidate} | {len(entries)} | {cells} |")
+    return "\n".join(out)
+
+
 def failed_table(runs: list[Run]) -> str | None:
     failed = [r for r in runs if r.failed]
     if not failed:
@@ -332,7 +378,7 @@ def report(runs: list[Run], latex: bool = False) -> str:
         parts.append("\n".join(lines))
     parts.append(table3(runs, latex))
     if not latex:
-        parts += [selection_table(runs, selections), failed_table(runs)]
+        parts += [selection_table(runs, selections), last_epoch_table(runs), failed_table(runs)]
     completed = sum(not r.failed for r in runs)
     head = (f"% {completed} completed and {len(runs) - completed} failed runs" if latex else
             f"{completed} completed and {len(runs) - completed} failed runs.")

@@ -131,12 +131,29 @@ def _band(ax, frame: pd.DataFrame, label: str, **kw) -> None:
         ax.fill_between(x, frame.min(axis=1), frame.max(axis=1), alpha=0.2, color=kw.get("color"))
 
 
-def plot_val_curves(runs: list[RunLog], out: Path) -> list[Path]:
-    """Validation curves of the primary metric, both modes; log scale for errors (min)."""
+def declared_metrics(runs: list[RunLog]) -> dict[str, str]:
+    """``{metric: direction}`` of every metric the runs declare (results.json), primary first."""
+    found: dict[str, str] = {}
+    for run in runs:
+        if run.metric:
+            found.setdefault(run.metric, run.direction)
+    for run in runs:
+        declared = (run.results.get("metrics") or {}).get("declared") or {}
+        for name, info in declared.items():
+            found.setdefault(name, str(info.get("direction", "min")))
+    return found
+
+
+def plot_val_curves(runs: list[RunLog], out: Path, metric: str | None = None,
+                    direction: str | None = None) -> list[Path]:
+    """Validation curves of one metric (default: the primary one, into ``val_curves``; another
+    into ``val_curves_<metric>``), both modes; log scale for errors (min)."""
     labelled = next((r for r in runs if r.metric), None)
     if labelled is None:
         return []
-    metric = labelled.metric
+    stem = "val_curves" if metric is None or metric == labelled.metric else f"val_curves_{metric}"
+    metric = metric or labelled.metric
+    direction = direction or labelled.direction
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     colors = iter(plt.get_cmap("tab10").colors)
     drawn = False
@@ -150,12 +167,12 @@ def plot_val_curves(runs: list[RunLog], out: Path) -> list[Path]:
     if not drawn:
         plt.close(fig)
         return []
-    if labelled.direction == "min":
+    if direction == "min":
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"validation {metric} ({'lower' if labelled.direction == 'min' else 'higher'} is better)")
+    ax.set_ylabel(f"validation {metric} ({'lower' if direction == 'min' else 'higher'} is better)")
     ax.legend(fontsize=7)
-    return _save(fig, out, "val_curves")
+    return _save(fig, out, stem)
 
 
 def plot_equivariance(runs: list[RunLog], out: Path) -> list[Path]:
@@ -213,6 +230,7 @@ def plot_all(paths: list[str | Path], out: Path) -> list[Path]:
         stem = f"traces_{name}" + (f"_seed{run.results['seed']}" if "seed" in run.results else "")
         written += plot_traces(run, out, stem)
     written += plot_equivariance(runs, out)
-    written += plot_val_curves(runs, out)
+    for metric, direction in declared_metrics(runs).items():
+        written += plot_val_curves(runs, out, metric, direction)
     written += plot_sample_efficiency(runs, out)
     return written

@@ -27,6 +27,7 @@ from ace.training.results import (
     metric_declarations,
     parameter_counts,
     test_best_checkpoints,
+    test_last_checkpoint,
     write_json,
 )
 from ace.training.summary import run_summary
@@ -108,6 +109,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             # every rank runs Lightning's validate/test (collective under DDP); rank 0 writes
             results["modes"] = test_best_checkpoints(trainer, module, datamodule,
                                                      module.checkpoint_dir)
+            if cfg.get("test_last", False):
+                results["last"] = test_last_checkpoint(trainer, module, datamodule,
+                                                       module.checkpoint_dir)
             if trainer.is_global_zero:
                 export_pruned(module, Path(module.checkpoint_dir) / "best_eq.ckpt", output_dir)
         if not trainer.is_global_zero:

@@ -69,13 +69,29 @@ def test_best_checkpoints(trainer: L.Trainer, module: ACEModule, datamodule,
         epoch, values = evaluate_checkpoint(trainer, module, datamodule, path, (mode, *also))
         names = {mode: mode, "relaxed": "relaxed_at_eq_selection"} if also else {mode: mode}
         for evaluated, key in names.items():
-            stages = values[evaluated]
-            modes[key] = {
-                "checkpoint": str(path), "epoch": epoch,
-                "val": stages["val"][primary], "test": stages["test"][primary],
-                "metrics": {name: {"val": stages["val"][name], "test": stages["test"][name]}
-                            for name in stages["val"]},
-            }
+            modes[key] = _entry(path, epoch, values[evaluated], primary)
+    return with_alternative_units(modes, module.task)
+
+
+def _entry(path: Path, epoch: int, stages: dict[str, dict[str, float]], primary: str) -> dict:
+    """One mode's results entry: the primary metric as ``val`` / ``test``, all under ``metrics``."""
+    return {"checkpoint": str(path), "epoch": epoch,
+            "val": stages["val"][primary], "test": stages["test"][primary],
+            "metrics": {name: {"val": stages["val"][name], "test": stages["test"][name]}
+                        for name in stages["val"]}}
+
+
+def test_last_checkpoint(trainer: L.Trainer, module: ACEModule, datamodule,
+                         checkpoint_dir: str | Path) -> dict:
+    """Every mode validated and tested at ``last.ckpt`` (the last epoch), in the layout of
+    :func:`test_best_checkpoints`: for comparison with numbers that are not selected on
+    validation (the official ModelNet40 code reports running maxima over test epochs)."""
+    path = Path(checkpoint_dir) / "last.ckpt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: no training epoch finished")
+    primary = module.task.primary.name
+    epoch, values = evaluate_checkpoint(trainer, module, datamodule, path, module.modes)
+    modes = {mode: _entry(path, epoch, stages, primary) for mode, stages in values.items()}
     return with_alternative_units(modes, module.task)
 
 
