@@ -21,6 +21,7 @@ EXPECTED = {  # experiment: (constraint class or None, train-time params, augmen
     "nbody_segnn_ace": ("EqualityConstraint", 937_960, False),
     "nbody_segnn_ace_resilient": ("ResilientConstraint", 937_960, False),
     "nbody_segnn_aug": (None, 937_960, True),
+    "nbody_segnn_rel": (None, 344_032, True),
     "mocap_egno": (None, 1_192_684, False),
     "mocap_egno_ace": ("EqualityConstraint", 1_304_762, False),
     "mocap_egno_ace_resilient": ("ResilientConstraint", 1_304_762, False),
@@ -67,6 +68,17 @@ def test_paper_hyperparameters_of_the_ace_run(tmp_path):
     assert cfg.constraint.dual_optimizer == "adam"  # what the authors ran (Table 4 tuned under it)
     assert cfg.data.batch_size == 100 and cfg.data.max_samples == 3000
     assert cfg.trainer.max_epochs == 2000 and cfg.trainer.check_val_every_n_epoch == 5
+
+
+def test_settings_of_the_segnn_rel_baseline(tmp_path):
+    """experiments.md §6.3: penalty weight 0.01, triangle schedule, SEGNN recipe, training
+    rotations only."""
+    cfg = compose_cfg(["experiment=nbody_segnn_rel", "callbacks=none"], tmp_path)
+    assert cfg.model.net.relaxation and not cfg.model.net.ace_branches
+    assert cfg.model.regularizer.weight == 0.01 and cfg.callbacks.relaxation.schedule == "triangle"
+    assert cfg.model.optimizer.lr == 5e-4 and cfg.model.optimizer.weight_decay == 1e-12
+    assert cfg.trainer.max_epochs == 2000 and _constraint_factory(cfg) is None
+    assert cfg.data.train_transform is not None and cfg.data.eval_transform is None
 
 
 def test_paper_settings_of_the_qm9_experiments(tmp_path):
@@ -147,7 +159,8 @@ GRIDS = {  # Table 4 rows: primal lr, dual lr (ACE only)
     [("qm9_grid", "qm9_schnet_ace", (4, 3, 5)), ("qm9_grid_vanilla", "qm9_segnn", (4, 5)),
      ("mocap_grid", "mocap_egno_ace_resilient", (2, 3, 3)),
      ("mocap_grid_vanilla", "mocap_egno", (2, 3)),
-     ("nbody_grid", "nbody_segnn_ace", (5, 3, 5)), ("nbody_grid_vanilla", "nbody_segnn", (5, 5))],
+     ("nbody_grid", "nbody_segnn_ace", (5, 3, 5)), ("nbody_grid_vanilla", "nbody_segnn", (5, 5)),
+     ("nbody_grid_vanilla", "nbody_segnn_rel", (5, 5))],
 )
 def test_sweep_configs_hold_the_table4_grid(search, experiment, sizes, tmp_path):
     cfg = compose_cfg([f"experiment={experiment}", f"hparams_search={search}"], tmp_path)

@@ -69,6 +69,9 @@ class ACEModule(L.LightningModule):
         seed: seeds the equivariance-error rotations and the evaluation transforms.
         log_test_metric: also evaluate the test set at every validation (``test/<metric>/<mode>``
             learning curves; selection uses validation only).
+        regularizer: optional ``regularizer(net) -> scalar`` added to the training loss after
+            each forward (logged as ``train/regularizer``), e.g. the Lie-derivative penalty of
+            the "SEGNN Rel." baseline (:class:`ace.models.relaxation.LieDerivativePenalty`).
 
     Training and evaluation transforms (SO(3) augmentation, rotated test clouds) are the data
     module's ``train_transform`` / ``eval_transform`` (see :mod:`ace.data.transforms`).
@@ -87,6 +90,7 @@ class ACEModule(L.LightningModule):
         checkpoint_dir: str | None = None,
         seed: int = 0,
         log_test_metric: bool = True,
+        regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -99,6 +103,7 @@ class ACEModule(L.LightningModule):
         self.checkpoint_dir = checkpoint_dir
         self.seed = seed
         self.log_test_metric = log_test_metric
+        self.regularizer = regularizer
 
         self.num_gammas = num_gammas(net)
         self.modes = MODES if self.num_gammas > 0 else ("eq",)
@@ -201,9 +206,13 @@ class ACEModule(L.LightningModule):
         self._last_train_batch = batch
         pred = self(batch)
         loss = self.task.loss(pred, batch)
-        if not torch.isfinite(loss):
+        objective = loss
+        if self.regularizer is not None:
+            penalty = self.regularizer(self.net)
+            objective = loss + penalty
+        if not torch.isfinite(objective):
             raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, step "
+                f"training loss is {objective.item()} at epoch {self.current_epoch}, step "
                 f"{self.global_step}; parameters were not updated. The last good checkpoint is "
                 f"{Path(self.checkpoint_dir or '.') / 'last.ckpt'}. Lower the learning rate "
                 "(model.optimizer.lr / constraint.dual_lr) or check the data for NaN/inf, then "
@@ -222,12 +231,15 @@ class ACEModule(L.LightningModule):
                 )
 
         out = primal_dual_step(
-            loss, gamma, self.constraint, primal, dual,
+            objective, gamma, self.constraint, primal, dual,
             backward=self.manual_backward, before_primal_step=clip,
         )
         bs = self.task.batch_size(batch)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=bs)
+        if self.regularizer is not None:
+            self.log("train/regularizer", penalty.detach(), on_step=True, on_epoch=True,
+                     batch_size=bs)
         if gamma is not None:
             self.log("train/lagrangian", out.lagrangian, on_step=True, on_epoch=True,
                      batch_size=bs)

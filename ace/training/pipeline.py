@@ -21,7 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ace.core.homotopic import prune
+from ace.models.relaxation import prune_all
 from ace.training.results import (
     load_weights,
     metric_declarations,
@@ -145,7 +145,7 @@ def _check_ddp_launch(cfg: DictConfig) -> None:
 def export_pruned(module, checkpoint: Path, output_dir: Path) -> Path:
     """Save the pure f_eq network of the f_eq-selected checkpoint (f_neq and γ removed)."""
     load_weights(module, checkpoint)
-    pruned = prune(module.net).cpu().eval()
+    pruned = prune_all(module.net).cpu().eval()
     path = output_dir / "feq_pruned.pt"
     torch.save(pruned, path)
     return path

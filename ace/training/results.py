@@ -15,7 +15,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from ace.core.homotopic import count_parameters, prune
+from ace.core.homotopic import count_parameters
+from ace.models.relaxation import prune_all
 from ace.training.module import ACEModule
 
 FINAL_TEST_EPOCH = -1
@@ -115,7 +116,7 @@ def parameter_counts(module: ACEModule) -> dict[str, int]:
     """Train-time parameters (f_neq and γ included, Table 3) and after pruning f_neq."""
     return {
         "train": count_parameters(module.net),
-        "pruned": count_parameters(prune(module.net)),
+        "pruned": count_parameters(prune_all(module.net)),
         "num_gammas": module.num_gammas,
     }
 

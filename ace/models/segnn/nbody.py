@@ -11,7 +11,8 @@ Per system of n particles (fully connected graph, n(n−1) directed edges, no se
 * output ``1x1o`` per node, a displacement; the prediction is ``loc + output``.
 
 Hidden irreps are weight balanced (``hidden_features=64``, lmax 1 → ``32x0e+32x1o``). With the
-defaults the model has 147,424 parameters, and 937,960 with ``ace_branches=True`` (8 γ).
+defaults the model has 147,424 parameters, 937,960 with ``ace_branches=True`` (8 γ), and 344,032
+with ``relaxation=True`` (the "SEGNN Rel." baseline, ``experiments.md`` §6.3).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class SEGNNNBody(nn.Module):
         ace_branches: bool = False,
         centre_inputs: bool = False,
         subspace_type: str = "weightbalanced",
+        relaxation: bool = False,
     ) -> None:
         super().__init__()
         self.centre_inputs = centre_inputs
@@ -81,6 +83,7 @@ class SEGNNNBody(nn.Module):
             task="node",
             additional_message_irreps=o3.Irreps("2x0e"),
             ace_branches=ace_branches,
+            relaxation=relaxation,
             # structural facts of the inputs built below (speed hints, same function):
             # SH_0 of any vector is 1/sqrt(4π) ('integral'), and node attribute 0 is set to 1.
             edge_attr_scalar0=1.0 / math.sqrt(4 * math.pi),

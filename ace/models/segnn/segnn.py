@@ -20,6 +20,11 @@ vector (d = hidden dim): MLP₁ = Linear(2d→2d)–GELU–Linear(2d→d)–GELU
 MLP₂ = Linear(d→2d)–GELU–Linear(2d→d)–GELU–Linear(d→d), default torch init. The model knows
 nothing about dual variables.
 
+With ``relaxation=True`` the same two places instead get the "SEGNN Rel." baseline's relaxed maps
+(:class:`ace.models.relaxation.RelaxedLinear`, ``experiments.md`` §6.3): v_i += γ W₁ u_i and
+w_i += γ W₂ v_i in training, with bias-free W₁: 2d→d, W₂: d→d and one scheduled global γ; nothing
+in evaluation.
+
 Message passing is plain gather / ``index_add_`` (no PyG ``MessagePassing`` overhead). Hidden
 features are stored channels-last per irrep slot (:mod:`ace.models.segnn.layout`); inputs,
 outputs and the MLP branches use e3nn layout, so the function is exactly SEGNN's.
@@ -32,6 +37,7 @@ from e3nn import o3
 from torch import nn
 
 from ace.core.homotopic import HomotopicBranch
+from ace.models.relaxation import RelaxedLinear
 from ace.models.segnn.layout import (
     InE3nnLayout,
     channels_last_index,
@@ -78,8 +84,11 @@ class SEGNNLayer(nn.Module):
         ace_branches: bool = False,
         edge_attr_scalar0: float | None = None,
         node_attr_scalar0: float | None = None,
+        relaxation: bool = False,
     ) -> None:
         super().__init__()
+        if ace_branches and relaxation:
+            raise ValueError("SEGNN: ace_branches and relaxation are alternatives; set one of them")
         input_irreps, hidden_irreps = o3.Irreps(input_irreps), o3.Irreps(hidden_irreps)
         output_irreps = o3.Irreps(output_irreps)
         ec, nc = edge_attr_scalar0, node_attr_scalar0
@@ -122,6 +131,15 @@ class SEGNNLayer(nn.Module):
                 InE3nnLayout(mlp1, concat_channels_e3nn_index(hidden_irreps, 2), to_cl))
             self.update_branch_2 = HomotopicBranch(
                 InE3nnLayout.for_irreps(mlp2, hidden_irreps, output_irreps))
+        elif relaxation:
+            # u = cat(x, Σm) slot by slot (layout of concat_channels), v and w channels-last
+            u_index = torch.argsort(concat_channels_e3nn_index(hidden_irreps, 2))
+            self.update_branch_1 = RelaxedLinear(
+                input_irreps + hidden_irreps, hidden_irreps, u_index,
+                channels_last_index(hidden_irreps))
+            self.update_branch_2 = RelaxedLinear(
+                hidden_irreps, output_irreps, channels_last_index(hidden_irreps),
+                channels_last_index(output_irreps))
         else:
             self.update_branch_1 = self.update_branch_2 = None
 
@@ -193,6 +211,8 @@ class SEGNN(nn.Module):
         additional_message_irreps: irreps of extra per-edge scalars fed to the messages.
         ace_branches: add the two ACE homotopic branches to every layer's node update
             (``experiments.md`` §1.3; 2 γ per layer).
+        relaxation: add the two relaxed maps of "SEGNN Rel." there instead (``experiments.md``
+            §6.3; one scheduled γ, no constraint).
         edge_attr_scalar0, node_attr_scalar0: optional promise that entry 0 of the edge / node
             attributes is always this constant (see ``O3TensorProduct(in2_scalar0=...)``); a
             pure speed hint, used by the N-body wrapper.
@@ -213,6 +233,7 @@ class SEGNN(nn.Module):
         ace_branches: bool = False,
         edge_attr_scalar0: float | None = None,
         node_attr_scalar0: float | None = None,
+        relaxation: bool = False,
     ) -> None:
         super().__init__()
         nc = node_attr_scalar0
@@ -233,7 +254,7 @@ class SEGNN(nn.Module):
                 hidden_irreps, hidden_irreps, hidden_irreps, edge_attr_irreps, node_attr_irreps,
                 norm=norm, additional_message_irreps=additional_message_irreps,
                 ace_branches=ace_branches, edge_attr_scalar0=edge_attr_scalar0,
-                node_attr_scalar0=node_attr_scalar0,
+                node_attr_scalar0=node_attr_scalar0, relaxation=relaxation,
             )
             for _ in range(num_layers)
         )
