@@ -46,7 +46,7 @@ bench: install  ## run the benchmarks; JSON under outputs/bench/
 	$(PY) scripts/bench_vn_dgcnn.py
 
 # Paper protocol for N-body (Table 2 left, Figs. 2 and 6): the Table 4 grids, 5 seeds, 2000 epochs.
-# 75 ACE + 25 vanilla + 25 augmented runs of about 1 GPU-hour each: use a cluster,
+# 75 ACE + 25 vanilla + 25 augmented + 25 SEGNN Rel. runs of about 1 GPU-hour each: use a cluster,
 #   make reproduce-nbody LAUNCHER=slurm SWEEP_ARGS="trainer=gpu hydra.launcher.partition=gpu"
 LAUNCHER ?= basic
 SWEEP_ARGS ?=
@@ -56,16 +56,19 @@ reproduce-nbody: install  ## full N-body protocol (GPU-scale; LAUNCHER=slurm), t
 	$(PY) train.py -m experiment=nbody_segnn_ace hparams_search=nbody_grid launcher=$(LAUNCHER) hydra.sweep.dir=$(NBODY_OUT)/ace $(SWEEP_ARGS)
 	$(PY) train.py -m experiment=nbody_segnn hparams_search=nbody_grid_vanilla launcher=$(LAUNCHER) hydra.sweep.dir=$(NBODY_OUT)/vanilla $(SWEEP_ARGS)
 	$(PY) train.py -m experiment=nbody_segnn_aug hparams_search=nbody_grid_vanilla launcher=$(LAUNCHER) hydra.sweep.dir=$(NBODY_OUT)/aug $(SWEEP_ARGS)
+	$(PY) train.py -m experiment=nbody_segnn_rel hparams_search=nbody_grid_vanilla launcher=$(LAUNCHER) hydra.sweep.dir=$(NBODY_OUT)/rel $(SWEEP_ARGS)
 	$(PY) scripts/aggregate.py $(NBODY_OUT)
 	$(PY) scripts/plot.py $(NBODY_OUT)
 
 # Reduced CPU version (docs/results.md): vanilla vs ACE equality at the official learning rates
-# (no grid), 3 seeds, CPU_EPOCHS epochs, two single-thread jobs at a time.
+# (no grid), 3 seeds, CPU_EPOCHS epochs, two single-thread jobs at a time. The baselines too:
+#   make reproduce-nbody-cpu NBODY_CPU_EXPERIMENTS=nbody_segnn,nbody_segnn_ace,nbody_segnn_aug,nbody_segnn_rel
 CPU_EPOCHS ?= 200
 NBODY_CPU_OUT ?= outputs/reproduce_nbody_cpu
+NBODY_CPU_EXPERIMENTS ?= nbody_segnn,nbody_segnn_ace
 reproduce-nbody-cpu: install  ## reduced N-body comparison on a CPU (vanilla vs ACE, 3 seeds, CPU_EPOCHS epochs)
 	$(PY) scripts/generate_nbody.py
-	$(PY) train.py -m experiment=nbody_segnn,nbody_segnn_ace seed=42,43,44 trainer.max_epochs=$(CPU_EPOCHS) launcher=local_parallel logger=csv hydra.sweep.dir=$(NBODY_CPU_OUT) $(SWEEP_ARGS)
+	$(PY) train.py -m experiment=$(NBODY_CPU_EXPERIMENTS) seed=42,43,44 trainer.max_epochs=$(CPU_EPOCHS) launcher=local_parallel logger=csv hydra.sweep.dir=$(NBODY_CPU_OUT) $(SWEEP_ARGS)
 	$(PY) scripts/aggregate.py $(NBODY_CPU_OUT)
 	$(PY) scripts/plot.py $(NBODY_CPU_OUT)
 
