@@ -157,3 +157,30 @@ def test_dual_step_reads_the_pre_step_gamma_even_for_a_leaf_gamma(cls):
     assert gamma.item() == pytest.approx(0.5 - ETA_P * 2.0)
     assert out.slack.item() == pytest.approx(0.5)
     assert constraint.dual.item() == pytest.approx(ETA_D * 0.5)  # λ^(1) = λ^(0) + η_d·γ^(0)
+
+
+def test_one_sided_equals_equality_until_a_dual_reaches_zero():
+    """Why 150 MoCap epochs cannot tell the official one-sided mode (ACE‡) from Alg. 1: with
+    s = γ in both, the Lagrangians and dual steps coincide while every λ_i > 0, i.e. until some γ_i
+    has stayed below 0 long enough to pull its λ_i back to 0. Past that point the one-sided λ_i is
+    held at 0 and γ_i < 0 goes unpenalised. Adam duals as in the paper configs (eps 1e-4)."""
+    def trajectory(cls, steps=400):
+        torch.manual_seed(0)
+        model = Toy(1.0)
+        c = cls(1, dual_lr=0.02, dual_optimizer="adam", dual_adam_eps=1e-4).double()
+        primal = torch.optim.SGD(list(model.parameters()), lr=0.05)
+        dual = c.make_dual_optimizer()
+        x = torch.ones(1, 1, dtype=torch.float64)
+        out = []
+        for _ in range(steps):
+            loss = (model(x) - 1.0).pow(2).sum()  # the task prefers γ > 0: J_0 pulls against λ
+            primal_dual_step(loss, gammas(model), c, primal, dual)
+            out.append((model.branch.gamma.item(), c.dual.item()))
+        return torch.tensor(out, dtype=torch.float64)
+
+    eq, one = trajectory(EqualityConstraint), trajectory(OneSidedConstraint)
+    apart = int(torch.nonzero((eq - one).abs().amax(1) > 0)[0])  # first step that differs
+    assert apart > 10 and torch.equal(eq[:apart], one[:apart])
+    assert (one[:apart, 1] > 0).all() and one[apart, 1] == 0.0  # the first zero λ is the split
+    assert (eq[:apart, 0] > 0).any() and (eq[:apart, 0] < 0).any()  # γ had crossed 0 before
+    assert (one[:, 1] >= 0).all() and (eq[:, 1] < 0).any()
