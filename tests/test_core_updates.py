@@ -184,3 +184,111 @@ def test_one_sided_equals_equality_until_a_dual_reaches_zero():
     assert (one[:apart, 1] > 0).all() and one[apart, 1] == 0.0  # the first zero λ is the split
     assert (eq[:apart, 0] > 0).any() and (eq[:apart, 0] < 0).any()  # γ had crossed 0 before
     assert (one[:, 1] >= 0).all() and (eq[:, 1] < 0).any()
+
+
+# ----------------------------------------------------------------------------------------------
+# nuPI duals and the augmented-Lagrangian term (issue 16)
+# ----------------------------------------------------------------------------------------------
+SLACKS = ([0.8, -0.3], [0.5, -0.1], [-0.2, 0.4], [0.1, 0.0], [0.3, -0.6])
+
+
+def _nupi(cls=EqualityConstraint, **kw):
+    c = cls(2, dual_lr=kw.pop("lr", 0.1), dual_optimizer="nupi", **kw).double()
+    return c, c.make_dual_optimizer()
+
+
+def _by_hand(kp, ki, nu, eta=0.1, lam0=(0.0, 0.0), project=False):
+    """λ_{t+1} = λ_t + η(κ_I s_t + κ_P(ξ_t − ξ_{t−1})), ξ_t = ν ξ_{t−1} + (1 − ν) s_t, ξ_{−1} = 0."""
+    lam, xi, out = list(lam0), [0.0, 0.0], []
+    for s in SLACKS:
+        for i in range(2):
+            new_xi = nu * xi[i] + (1 - nu) * s[i]
+            lam[i] = lam[i] + eta * (ki * s[i] + kp * (new_xi - xi[i]))
+            lam[i] = max(lam[i], 0.0) if project else lam[i]
+            xi[i] = new_xi
+        out.append(list(lam))
+    return out
+
+
+@pytest.mark.parametrize("kp, ki, nu", [(3.0, 0.5, 0.3), (1.0, 1e-3, 0.0), (0.0, 1.0, 0.0),
+                                        (2.0, 0.0, 0.9)])
+def test_nupi_dual_steps_follow_the_equations_by_hand(kp, ki, nu):
+    c, opt = _nupi(dual_kp=kp, dual_ki=ki, dual_ema_nu=nu)
+    expected = _by_hand(kp, ki, nu)
+    for s, lam in zip(SLACKS, expected):
+        c.dual_step(opt, torch.tensor(s, dtype=torch.float64))
+        assert c.dual.tolist() == pytest.approx(lam, abs=1e-15)
+    # the first step is η(κ_I + κ_P(1 − ν)) s_0 (ξ_{−1} = 0, not cooper's default SGD start)
+    assert expected[0][0] == pytest.approx(0.1 * (ki + kp * (1 - nu)) * 0.8, abs=1e-15)
+
+
+def test_nupi_special_cases_are_plain_and_optimistic_ascent():
+    plain, opt_plain = _nupi(dual_kp=0.0, dual_ki=1.0)
+    sgd = EqualityConstraint(2, dual_lr=0.1).double()
+    opt_sgd = sgd.make_dual_optimizer()
+    optimistic, opt_opt = _nupi(dual_kp=1.0, dual_ki=1.0, dual_ema_nu=0.0)
+    previous = torch.zeros(2, dtype=torch.float64)
+    lam = torch.zeros(2, dtype=torch.float64)
+    for s in SLACKS:
+        s = torch.tensor(s, dtype=torch.float64)
+        for c, opt in ((plain, opt_plain), (sgd, opt_sgd), (optimistic, opt_opt)):
+            c.dual_step(opt, s)
+        lam = lam + 0.1 * (2 * s - previous)  # optimistic: λ + η(2 s_t − s_{t−1})
+        previous = s
+        assert torch.equal(plain.dual, sgd.dual)
+        assert torch.allclose(optimistic.dual, lam, atol=1e-15)
+
+
+def test_nupi_projection_for_inequality_constraints():
+    c, opt = _nupi(OneSidedConstraint, dual_kp=3.0, dual_ki=0.5, dual_ema_nu=0.3)
+    for s in SLACKS:
+        c.dual_step(opt, torch.tensor(s, dtype=torch.float64))
+        assert (c.dual >= 0).all()
+    # the controller's ξ keeps the unprojected history: after the clamp, the next steps start
+    # from the projected λ (what `_by_hand(..., project=True)` does)
+    assert c.dual.tolist() == pytest.approx(_by_hand(3.0, 0.5, 0.3, project=True)[-1], abs=1e-15)
+
+
+def test_nupi_state_resumes_exactly_from_a_checkpoint():
+    full, opt_full = _nupi(dual_kp=3.0, dual_ki=0.5, dual_ema_nu=0.3)
+    first, opt_first = _nupi(dual_kp=3.0, dual_ki=0.5, dual_ema_nu=0.3)
+    for s in SLACKS:
+        full.dual_step(opt_full, torch.tensor(s, dtype=torch.float64))
+    for s in SLACKS[:2]:
+        first.dual_step(opt_first, torch.tensor(s, dtype=torch.float64))
+    saved = {"constraint": first.state_dict(), "optimizer": opt_first.state_dict()}
+    resumed, opt_resumed = _nupi(dual_kp=3.0, dual_ki=0.5, dual_ema_nu=0.3)
+    resumed.load_state_dict(saved["constraint"])
+    opt_resumed.load_state_dict(saved["optimizer"])
+    assert opt_resumed.state[resumed.dual]["xi"].abs().sum() > 0  # ξ travels with the optimizer
+    for s in SLACKS[2:]:
+        resumed.dual_step(opt_resumed, torch.tensor(s, dtype=torch.float64))
+    assert torch.equal(resumed.dual, full.dual)
+
+
+def test_bad_nupi_and_penalty_settings_are_refused():
+    with pytest.raises(ValueError, match="dual_kp and constraint.dual_ki"):
+        EqualityConstraint(1, dual_lr=0.1, dual_optimizer="nupi", dual_kp=0.0, dual_ki=0.0)
+    with pytest.raises(ValueError, match="dual_ema_nu"):
+        EqualityConstraint(1, dual_lr=0.1, dual_optimizer="nupi", dual_ema_nu=1.0)
+    with pytest.raises(ValueError, match="constraint.penalty"):
+        EqualityConstraint(1, dual_lr=0.1, penalty=-1.0)
+
+
+def test_augmented_lagrangian_step_by_hand():
+    """Alg. 1 with (c/2)·γ²: the γ-gradient gains c·γ^(t); the dual step is unchanged."""
+    cpen = 0.4
+    model, c, out = run_step(EqualityConstraint(1, dual_lr=ETA_D, penalty=cpen), gamma0=1.0,
+                             lam0=0.2)
+    # y_hat = 0.8: ∂J/∂γ = 0.48; + λ = 0.2; + c·γ = 0.4
+    assert model.branch.gamma.item() == pytest.approx(1.0 - 0.1 * (0.48 + 0.2 + 0.4), abs=1e-15)
+    assert model.theta.weight.item() == pytest.approx(0.5 - 0.1 * 1.6, abs=1e-15)
+    assert c.dual.item() == pytest.approx(0.2 + 0.5 * 1.0, abs=1e-15)
+    assert out.lagrangian.item() == pytest.approx(0.64 + 0.2 * 1.0 + 0.5 * cpen * 1.0, abs=1e-15)
+    # resilient: the term acts on s = |γ| − u
+    model, c, out = run_step(ResilientConstraint(1, dual_lr=ETA_D, penalty=cpen), gamma0=-1.0,
+                             lam0=0.2, u0=0.1)
+    g, s = grads(-1.0), 1.0 - 0.1
+    assert model.branch.gamma.item() == pytest.approx(
+        -1.0 - ETA_P * (g["gamma"] + (0.2 + cpen * s) * -1.0), abs=1e-15)
+    assert c.slack_u.item() == pytest.approx(0.1 - ETA_P * (0.1 - 0.2 - cpen * s), abs=1e-15)

@@ -89,12 +89,17 @@ def test_other_nbody_experiments_train(tmp_path, data_dir, experiment):
         assert min(results["final"]["lambda"]) >= 0.0
 
 
-def test_resume_from_mid_run_checkpoint_is_exact(tmp_path, data_dir):
+NUPI = ("constraint.dual_optimizer=nupi", "constraint.dual_kp=3.0", "constraint.dual_ki=0.1",
+        "constraint.dual_ema_nu=0.2", "constraint.penalty=0.5")
+
+
+@pytest.mark.parametrize("dual", [(), NUPI], ids=["adam", "nupi_penalty"])
+def test_resume_from_mid_run_checkpoint_is_exact(tmp_path, data_dir, dual):
     full, first, resumed = tmp_path / "full", tmp_path / "first", tmp_path / "resumed"
-    run(full, data_dir, "logger=none", "seed=3")
-    run(first, data_dir, "logger=none", "seed=3", "trainer.max_epochs=2")
+    run(full, data_dir, "logger=none", "seed=3", *dual)
+    run(first, data_dir, "logger=none", "seed=3", "trainer.max_epochs=2", *dual)
     run(resumed, data_dir, "logger=none", "seed=3",
-        f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}")
+        f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", *dual)
     a, b = final_state(full), final_state(resumed)
     assert a.keys() == b.keys()
     for key in a:

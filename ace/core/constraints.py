@@ -10,7 +10,18 @@ order (§4)::
     constraint.dual_step(dual_optimizer, slack)                   # λ ← [λ + η_d s]_(+)
 
 With the plain-SGD dual optimizer (the default, as in the paper) the dual step is exactly
-λ ← λ + η_d·s; with Adam it is the official code's update (λ moves by ≈ η_d·sign(s)).
+λ ← λ + η_d·s; with Adam it is the official code's update (λ moves by ≈ η_d·sign(s)). With nuPI
+(Sohrabi et al., ICML 2024; ``cooper-optim``'s ``nuPI`` with ξ_{−1} = 0) it is the damped PI
+update
+
+    ξ_t = ν ξ_{t−1} + (1 − ν) s_t,    λ_{t+1} = λ_t + η_d (κ_I s_t + κ_P (ξ_t − ξ_{t−1})),
+
+so the first step is η_d (κ_I + κ_P (1 − ν)) s_0; κ_P = 0, κ_I = 1 is plain ascent and
+κ_P = κ_I = 1, ν = 0 optimistic ascent. ξ lives in the dual optimizer's state (checkpointed).
+
+``penalty = c > 0`` adds the augmented-Lagrangian term (c/2)·Σ_i s_i² to the primal objective,
+for every formulation (the official EGNO code's ``--auglag_const a`` adds a·s², i.e. c = 2a; like
+it, the term also acts on satisfied inequality constraints).
 
 Formulations
 ------------
@@ -24,7 +35,11 @@ Formulations
 from __future__ import annotations
 
 import torch
+from cooper.optim import nuPI, nuPIInitType
 from torch import nn
+
+# nuPI's param groups hold this enum: checkpoints (loaded with weights_only=True) must accept it
+torch.serialization.add_safe_globals([nuPIInitType])
 
 __all__ = [
     "HomotopyConstraint",
@@ -33,7 +48,7 @@ __all__ = [
     "OneSidedConstraint",
 ]
 
-DUAL_OPTIMIZERS = ("sgd", "adam")
+DUAL_OPTIMIZERS = ("sgd", "adam", "nupi")
 
 
 class HomotopyConstraint(nn.Module):
@@ -42,9 +57,12 @@ class HomotopyConstraint(nn.Module):
     Args:
         num_constraints: L, the number of homotopic branches (one constraint per γ_i).
         dual_lr: η_d, the dual step size.
-        dual_optimizer: ``"sgd"`` (plain gradient ascent, λ ← λ + η_d s — the paper's algorithms)
-            or ``"adam"`` (the official code; the Table 4 dual grids were tuned under it).
+        dual_optimizer: ``"sgd"`` (plain gradient ascent, λ ← λ + η_d s — the paper's algorithms),
+            ``"adam"`` (the official code; the Table 4 dual grids were tuned under it) or
+            ``"nupi"`` (damped PI control of λ, module docstring).
         dual_adam_eps, dual_adam_betas: Adam settings (official EGNO uses eps = 1e-4).
+        dual_kp, dual_ki, dual_ema_nu: nuPI's κ_P, κ_I and ν (only with ``"nupi"``).
+        penalty: c ≥ 0 of the augmented-Lagrangian term (c/2)·‖s‖² (0: off, the paper's runs).
     """
 
     #: project λ onto R_+ after each dual step (inequality constraints only; §4 step 7)
@@ -57,6 +75,10 @@ class HomotopyConstraint(nn.Module):
         dual_optimizer: str = "sgd",
         dual_adam_eps: float = 1e-8,
         dual_adam_betas: tuple[float, float] = (0.9, 0.999),
+        dual_kp: float = 0.0,
+        dual_ki: float = 1.0,
+        dual_ema_nu: float = 0.0,
+        penalty: float = 0.0,
     ) -> None:
         super().__init__()
         if num_constraints < 1:
@@ -70,11 +92,21 @@ class HomotopyConstraint(nn.Module):
             )
         if dual_lr <= 0:
             raise ValueError(f"constraint.dual_lr must be > 0, got {dual_lr}")
+        if dual_kp < 0 or dual_ki < 0 or dual_kp == dual_ki == 0:
+            raise ValueError(f"constraint.dual_kp and constraint.dual_ki must be >= 0 and not both "
+                             f"0, got {dual_kp} and {dual_ki}")
+        if not 0.0 <= dual_ema_nu < 1.0:
+            raise ValueError(f"constraint.dual_ema_nu must be in [0, 1), got {dual_ema_nu}")
+        if penalty < 0:
+            raise ValueError(f"constraint.penalty must be >= 0, got {penalty}")
         self.num_constraints = num_constraints
         self.dual_lr = float(dual_lr)
         self.dual_optimizer_name = dual_optimizer
         self.dual_adam_eps = float(dual_adam_eps)
         self.dual_adam_betas = tuple(float(b) for b in dual_adam_betas)
+        self.dual_kp, self.dual_ki = float(dual_kp), float(dual_ki)
+        self.dual_ema_nu = float(dual_ema_nu)
+        self.penalty = float(penalty)
         # λ: a leaf tensor outside the autograd graph, updated only by the dual optimizer.
         self.dual = nn.Parameter(torch.zeros(num_constraints), requires_grad=False)
 
@@ -90,9 +122,9 @@ class HomotopyConstraint(nn.Module):
     def lagrangian(
         self, task_loss: torch.Tensor, gamma: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """L = J_0 + cost + Σ_i λ_i s_i with λ held constant; also returns s^(t), detached and
-        copied: for the equality and one-sided constraints s *is* γ, and a detached view of a
-        leaf γ would show the post-step value to the dual step."""
+        """L = J_0 + cost + Σ_i λ_i s_i (+ (c/2)·Σ_i s_i² with a penalty c) with λ held constant;
+        also returns s^(t), detached and copied: for the equality and one-sided constraints s *is*
+        γ, and a detached view of a leaf γ would show the post-step value to the dual step."""
         if gamma.shape != self.dual.shape:
             raise ValueError(
                 f"got {gamma.numel()} γ values for {self.num_constraints} constraints; "
@@ -101,6 +133,8 @@ class HomotopyConstraint(nn.Module):
         slack = self.slack(gamma)
         dual = self.dual.detach().to(slack.dtype)
         lagrangian = task_loss + self.cost() + torch.dot(dual, slack)
+        if self.penalty:
+            lagrangian = lagrangian + 0.5 * self.penalty * slack.pow(2).sum()
         return lagrangian, slack.detach().clone()
 
     # -- primal side ---------------------------------------------------------------------
@@ -116,6 +150,10 @@ class HomotopyConstraint(nn.Module):
     def make_dual_optimizer(self) -> torch.optim.Optimizer:
         if self.dual_optimizer_name == "sgd":
             return torch.optim.SGD([self.dual], lr=self.dual_lr)
+        if self.dual_optimizer_name == "nupi":
+            gain = lambda k: torch.tensor(k, dtype=self.dual.dtype)  # noqa: E731  (λ's precision)
+            return nuPI([self.dual], lr=self.dual_lr, Kp=gain(self.dual_kp), Ki=gain(self.dual_ki),
+                        ema_nu=self.dual_ema_nu, init_type=nuPIInitType.ZEROS)
         return torch.optim.Adam(
             [self.dual], lr=self.dual_lr, eps=self.dual_adam_eps, betas=self.dual_adam_betas
         )
@@ -138,9 +176,11 @@ class HomotopyConstraint(nn.Module):
         return {"lambda": self.dual.detach()}
 
     def extra_repr(self) -> str:
+        extra = (f", kp={self.dual_kp}, ki={self.dual_ki}, ema_nu={self.dual_ema_nu}"
+                 if self.dual_optimizer_name == "nupi" else "")
         return (
             f"num_constraints={self.num_constraints}, dual_lr={self.dual_lr}, "
-            f"dual_optimizer={self.dual_optimizer_name!r}"
+            f"dual_optimizer={self.dual_optimizer_name!r}{extra}, penalty={self.penalty}"
         )
 
 
