@@ -251,3 +251,29 @@ def test_fig7_reports_class_and_instance_accuracy_per_variant_beside_the_paper(t
     assert cells[3].startswith("**0.8550 ± 0.0050") and cells[4] == "0.8400 ± 0.0123"
     assert cells[6] == "—" and cells[10] == "—"  # no paper value for dropout or synthetic
     assert "### At the last epoch" in text and "instance_acc 0.835 ± 0.005" in text
+
+
+def test_gamma_traces_of_several_dual_updates_share_one_figure(tmp_path):
+    """plot.py overlays max |γ| of the runs of one experiment, one colour per dual update
+    (issue 16), and draws nothing for an experiment with a single dual update."""
+    import pandas as pd
+
+    from ace.reproduction.plots import RunLog, dual_label, plot_all
+
+    duals = {"adam": {"dual_optimizer": "adam"},
+             "nupi": {"dual_optimizer": "nupi", "dual_kp": 3.0, "dual_ki": 1e-4, "dual_ema_nu": 0.0}}
+    for i, (name, dual) in enumerate([("nbody_segnn_ace", "adam"), ("nbody_segnn_ace", "nupi"),
+                                      ("nbody_segnn_ace", "nupi"), ("mocap_egno_ace", "adam")]):
+        run = write_run(tmp_path / "runs", str(i), name, i, 9e-4, 8e-4, {"eq": (0.1, 0.1)})
+        record = json.loads((run / "results.json").read_text())
+        record["hparams"]["dual"] = duals[dual]
+        (run / "results.json").write_text(json.dumps(record))
+        (run / "csv").mkdir()
+        steps = list(range(0, 100, 10))
+        pd.DataFrame({"step": steps, "ace/gamma_max": [1.0 / (1 + s * (i + 1)) for s in steps]}
+                     ).to_csv(run / "csv" / "metrics.csv", index=False)
+    written = {p.name for p in plot_all([tmp_path / "runs"], tmp_path / "figures")}
+    assert "gamma_max_by_dual_nbody_segnn_ace.png" in written
+    assert not any("mocap_egno_ace" in n and n.startswith("gamma_max") for n in written)
+    labels = {dual_label(RunLog(tmp_path / "runs" / str(i))) for i in range(3)}
+    assert labels == {"adam, η_d=0.0008", "nupi, η_d=0.0008, κ_P=3.0, κ_I=0.0001, ν=0.0"}

@@ -63,6 +63,17 @@ def test_ace_run_lowers_loss_and_writes_everything(tmp_path, data_dir):
     # λ moved away from 0 and γ away from 1 under the constraint
     assert any(abs(v) > 0 for v in on_disk["final"]["lambda"])
     assert all(g < 1.0 for g in on_disk["final"]["gamma"])
+    # convergence: max |γ| and max |s| (= max |γ| for equality) at the end and at each selection
+    final_max = max(abs(g) for g in on_disk["final"]["gamma"])
+    assert on_disk["hparams"]["dual"] == {"dual_optimizer": "adam", "dual_kp": 0.0, "dual_ki": 1.0,
+                                          "dual_ema_nu": 0.0, "penalty": 0.0}
+    assert on_disk["convergence"] == pytest.approx({"max_abs_gamma": final_max,
+                                                    "max_violation": final_max})
+    for mode in ("eq", "relaxed"):
+        state = torch.load(on_disk["modes"][mode]["checkpoint"], weights_only=False)["state_dict"]
+        selected = max(abs(float(v)) for k, v in state.items()
+                       if k.startswith("net.") and k.endswith(".gamma"))
+        assert on_disk["modes"][mode]["convergence"]["max_abs_gamma"] == pytest.approx(selected)
     assert list((tmp_path / "wandb").glob("offline-run-*"))  # offline W&B run directory
     pruned = torch.load(tmp_path / "feq_pruned.pt", weights_only=False)
     assert count_parameters(pruned) == 147_424
@@ -84,9 +95,15 @@ def test_other_nbody_experiments_train(tmp_path, data_dir, experiment):
     assert (tmp_path / "results.json").exists()
     if experiment == "nbody_segnn":
         assert set(results["modes"]) == {"eq"} and results["parameters"]["num_gammas"] == 0
+    if experiment == "nbody_segnn":
+        assert results["convergence"] is None and "convergence" not in results["modes"]["eq"]
     if experiment == "nbody_segnn_ace_resilient":
         assert len(results["final"]["u"]) == 8 and min(results["final"]["u"]) >= 0.0
         assert min(results["final"]["lambda"]) >= 0.0
+        # inequality: the violation is max(|γ| − u, 0)
+        gamma, u = results["final"]["gamma"], results["final"]["u"]
+        assert results["convergence"]["max_violation"] == pytest.approx(
+            max(max(abs(g) - v, 0.0) for g, v in zip(gamma, u)), abs=1e-7)
 
 
 NUPI = ("constraint.dual_optimizer=nupi", "constraint.dual_kp=3.0", "constraint.dual_ki=0.1",

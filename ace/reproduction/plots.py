@@ -3,7 +3,9 @@
 * :func:`plot_traces` — γ_i and λ_i per layer over training (Figs. 6, 8–11), slacks u_i (Fig. 5);
 * :func:`plot_equivariance` — equivariance error of f_eq + γ f_neq over epochs (Fig. 4);
 * :func:`plot_val_curves` — validation metric over epochs, vanilla vs ACE (Fig. 2 left);
-* :func:`plot_sample_efficiency` — test metric versus training-set size (Fig. 2 right).
+* :func:`plot_sample_efficiency` — test metric versus training-set size (Fig. 2 right);
+* :func:`plot_gamma_by_dual` — max_i |γ_i| over training, one colour per dual update (nuPI gains,
+  Adam, penalty), for experiments run with several.
 
 Runs are directories holding ``csv/metrics.csv`` (``logger=csv`` or the default logger) and/or
 ``results.json``. Curves of several seeds of one experiment are drawn as mean with a min–max band.
@@ -215,6 +217,45 @@ def plot_sample_efficiency(runs: list[RunLog], out: Path) -> list[Path]:
     return _save(fig, out, "sample_efficiency")
 
 
+def dual_label(run: RunLog) -> str:
+    """The run's dual update as a legend label, from results.json's ``hparams``."""
+    hparams = run.results.get("hparams") or {}
+    dual = hparams.get("dual") or {}
+    name = dual.get("dual_optimizer", "?")
+    label = f"{name}, η_d={hparams.get('dual_lr')}"
+    if name == "nupi":
+        label += f", κ_P={dual.get('dual_kp')}, κ_I={dual.get('dual_ki')}, ν={dual.get('dual_ema_nu')}"
+    if dual.get("penalty"):
+        label += f", c={dual['penalty']}"
+    return label
+
+
+def plot_gamma_by_dual(runs: list[RunLog], out: Path) -> list[Path]:
+    """Per experiment run with at least two dual updates: max_i |γ_i| against the training step,
+    every run drawn, one colour per dual update (``gamma_max_by_dual_<experiment>``)."""
+    by_name: dict[str, dict[str, list[RunLog]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        if "ace/gamma_max" in run.metrics.columns and run.results.get("hparams"):
+            by_name[run.name][dual_label(run)].append(run)
+    written: list[Path] = []
+    for name, groups in sorted(by_name.items()):
+        if len(groups) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        for i, (label, members) in enumerate(sorted(groups.items())):
+            for j, run in enumerate(members):
+                s = run.series("ace/gamma_max")
+                ax.plot(s["step"], s["ace/gamma_max"], color=f"C{i}", lw=1.0, alpha=0.8,
+                        label=f"{label} (n={len(members)})" if j == 0 else None)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("max_i |γ_i|")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=6)
+        written += _save(fig, out, f"gamma_max_by_dual_{name}")
+    return written
+
+
 def plot_all(paths: list[str | Path], out: Path) -> list[Path]:
     """Every figure the runs under ``paths`` have data for; per experiment, the trace figures
     of its best run (best f_eq validation value in the metric's direction; the first run when
@@ -233,4 +274,5 @@ def plot_all(paths: list[str | Path], out: Path) -> list[Path]:
     for metric, direction in declared_metrics(runs).items():
         written += plot_val_curves(runs, out, metric, direction)
     written += plot_sample_efficiency(runs, out)
+    written += plot_gamma_by_dual(runs, out)
     return written

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ace.models.relaxation import prune_all
 from ace.training.results import (
+    convergence,
     load_weights,
     metric_declarations,
     parameter_counts,
@@ -102,6 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "seconds_per_epoch": {k: _median_or_none(v) for k, v in module.epoch_seconds.items()},
             "parameters": counts,
             "final": {k: v.cpu().tolist() for k, v in module.ace_state().items()},
+            "convergence": convergence(module),  # of the final γ; per mode under "modes"
         }
         if trainer.world_size > 1:
             results["replicas"] = getattr(module, "replicas", None)  # ReplicaConsistency

@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from ace.core.homotopic import count_parameters
+from ace.core.homotopic import count_parameters, gammas
 from ace.models.relaxation import prune_all
 from ace.training.module import ACEModule
 
@@ -29,9 +29,26 @@ def load_weights(module: ACEModule, path: Path) -> dict[str, Any]:
     return checkpoint
 
 
+def convergence(module: ACEModule) -> dict[str, float] | None:
+    """How far the module's current γ are from the constraint: ``max_abs_gamma`` and, with a
+    constraint, ``max_violation`` (max |s| for equality, max(s, 0) for inequality constraints).
+    ``None`` for a model without homotopic branches."""
+    if not module.num_gammas:
+        return None
+    gamma = gammas(module.net).detach()
+    out = {"max_abs_gamma": float(gamma.abs().max())}
+    if module.constraint is not None:
+        slack = module.constraint.slack(gamma).detach()
+        violation = slack.clamp(min=0) if module.constraint.nonnegative_dual else slack.abs()
+        out["max_violation"] = float(violation.max())
+    return out
+
+
 def evaluate_checkpoint(trainer: L.Trainer, module: ACEModule, datamodule, path: Path,
                         modes: tuple[str, ...]) -> tuple[int, dict[str, dict[str, dict[str, float]]]]:
-    """The checkpoint's epoch and ``{mode: {"val": {metric: v}, "test": {metric: v}}}``."""
+    """The checkpoint's epoch and ``{mode: {"val": {metric: v}, "test": {metric: v}}}``; with
+    homotopic branches also ``{mode: {"convergence": ...}}`` (:func:`convergence` of the
+    checkpoint's γ)."""
     epoch = int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
     out: dict[str, dict[str, dict[str, float]]] = {mode: {} for mode in modes}
     module.eval_modes = modes
@@ -44,6 +61,10 @@ def evaluate_checkpoint(trainer: L.Trainer, module: ACEModule, datamodule, path:
             for mode in modes:
                 out[mode][stage] = {spec.name: float(logged[f"{stage}/{spec.name}/{mode}"])
                                     for spec in module.task.metrics}
+        state = convergence(module)  # the module now holds the checkpoint's weights
+        if state is not None:
+            for mode in modes:
+                out[mode]["convergence"] = state
     finally:
         trainer.loggers = loggers
         module.eval_modes, module.eval_epoch = module.modes, None
@@ -76,10 +97,13 @@ def test_best_checkpoints(trainer: L.Trainer, module: ACEModule, datamodule,
 
 def _entry(path: Path, epoch: int, stages: dict[str, dict[str, float]], primary: str) -> dict:
     """One mode's results entry: the primary metric as ``val`` / ``test``, all under ``metrics``."""
-    return {"checkpoint": str(path), "epoch": epoch,
-            "val": stages["val"][primary], "test": stages["test"][primary],
-            "metrics": {name: {"val": stages["val"][name], "test": stages["test"][name]}
-                        for name in stages["val"]}}
+    entry = {"checkpoint": str(path), "epoch": epoch,
+             "val": stages["val"][primary], "test": stages["test"][primary],
+             "metrics": {name: {"val": stages["val"][name], "test": stages["test"][name]}
+                         for name in stages["val"]}}
+    if "convergence" in stages:
+        entry["convergence"] = stages["convergence"]
+    return entry
 
 
 def test_last_checkpoint(trainer: L.Trainer, module: ACEModule, datamodule,
@@ -129,5 +153,5 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return path
 
 
-__all__ = ["evaluate_checkpoint", "test_best_checkpoints", "with_alternative_units",
+__all__ = ["convergence", "evaluate_checkpoint", "test_best_checkpoints", "with_alternative_units",
            "metric_declarations", "parameter_counts", "write_json", "load_weights"]

@@ -13,7 +13,7 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     and every scalar of the data config (QM9 target, MoCap case, N-body max_samples, ...)."""
     constraint = cfg.get("constraint") or {}
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    return {
+    hparams = {
         "lr": OmegaConf.select(cfg, "model.optimizer.lr"),
         "dual_lr": constraint.get("dual_lr"),
         "constraint": constraint.get("_target_", "none").rsplit(".", 1)[-1],
@@ -22,6 +22,12 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
                  if isinstance(v, str | int | float | bool) and not k.startswith("_")
                  and k not in ("data_dir", "base_url", "url")},
     }
+    if "_target_" in constraint and "dual_optimizer" in constraint:  # the dual update (issue 16)
+        hparams["dual"] = {k: constraint.get(k) for k in DUAL_KEYS if k in constraint}
+    return hparams
+
+
+DUAL_KEYS = ("dual_optimizer", "dual_kp", "dual_ki", "dual_ema_nu", "penalty")
 
 
 def job_overrides() -> list[str]:
