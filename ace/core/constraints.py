@@ -151,9 +151,9 @@ class HomotopyConstraint(nn.Module):
         if self.dual_optimizer_name == "sgd":
             return torch.optim.SGD([self.dual], lr=self.dual_lr)
         if self.dual_optimizer_name == "nupi":
-            gain = lambda k: torch.tensor(k, dtype=self.dual.dtype)  # noqa: E731  (λ's precision)
-            return nuPI([self.dual], lr=self.dual_lr, Kp=gain(self.dual_kp), Ki=gain(self.dual_ki),
-                        ema_nu=self.dual_ema_nu, init_type=nuPIInitType.ZEROS)
+            kp, ki = torch.tensor([self.dual_kp, self.dual_ki], dtype=self.dual.dtype)  # λ's precision
+            return nuPI([self.dual], lr=self.dual_lr, Kp=kp, Ki=ki, ema_nu=self.dual_ema_nu,
+                        init_type=nuPIInitType.ZEROS)
         return torch.optim.Adam(
             [self.dual], lr=self.dual_lr, eps=self.dual_adam_eps, betas=self.dual_adam_betas
         )

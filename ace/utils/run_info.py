@@ -8,6 +8,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 
+#: the constraint keys that define its dual update (results.json ``hparams["dual"]``)
+DUAL_KEYS = ("dual_optimizer", "dual_kp", "dual_ki", "dual_ema_nu", "penalty")
+
+
 def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The resolved settings a results table needs beside the overrides: learning rates, epochs
     and every scalar of the data config (QM9 target, MoCap case, N-body max_samples, ...)."""
@@ -25,9 +29,6 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     if "_target_" in constraint and "dual_optimizer" in constraint:  # the dual update (issue 16)
         hparams["dual"] = {k: constraint.get(k) for k in DUAL_KEYS if k in constraint}
     return hparams
-
-
-DUAL_KEYS = ("dual_optimizer", "dual_kp", "dual_ki", "dual_ema_nu", "penalty")
 
 
 def job_overrides() -> list[str]:
