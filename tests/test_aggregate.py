@@ -262,11 +262,16 @@ def test_gamma_traces_of_several_dual_updates_share_one_figure(tmp_path):
 
     duals = {"adam": {"dual_optimizer": "adam"},
              "nupi": {"dual_optimizer": "nupi", "dual_kp": 3.0, "dual_ki": 1e-4, "dual_ema_nu": 0.0}}
+    # the last nbody run is renamed for a study (name=...): its experiment= override still counts
     for i, (name, dual) in enumerate([("nbody_segnn_ace", "adam"), ("nbody_segnn_ace", "nupi"),
-                                      ("nbody_segnn_ace", "nupi"), ("mocap_egno_ace", "adam")]):
+                                      ("nbody_segnn_ace", "nupi"), ("mocap_egno_ace", "adam"),
+                                      ("nbody_study", "nupi")]):
         run = write_run(tmp_path / "runs", str(i), name, i, 9e-4, 8e-4, {"eq": (0.1, 0.1)})
         record = json.loads((run / "results.json").read_text())
         record["hparams"]["dual"] = duals[dual]
+        if name == "nbody_study":
+            record["overrides"] = ["experiment=nbody_segnn_ace", "name=nbody_study"]
+            record["hparams"]["gamma_lr"] = 2e-3
         (run / "results.json").write_text(json.dumps(record))
         (run / "csv").mkdir()
         steps = list(range(0, 100, 10))
@@ -275,5 +280,7 @@ def test_gamma_traces_of_several_dual_updates_share_one_figure(tmp_path):
     written = {p.name for p in plot_all([tmp_path / "runs"], tmp_path / "figures")}
     assert "gamma_max_by_dual_nbody_segnn_ace.png" in written
     assert not any("mocap_egno_ace" in n and n.startswith("gamma_max") for n in written)
-    labels = {dual_label(RunLog(tmp_path / "runs" / str(i))) for i in range(3)}
-    assert labels == {"adam, η_d=0.0008", "nupi, η_d=0.0008, κ_P=3.0, κ_I=0.0001, ν=0.0"}
+    assert not any("nbody_study" in n and n.startswith("gamma_max") for n in written)
+    labels = {dual_label(RunLog(tmp_path / "runs" / str(i))) for i in range(5) if i != 3}
+    assert labels == {"adam, η_d=0.0008", "nupi, η_d=0.0008, κ_P=3.0, κ_I=0.0001, ν=0.0",
+                      "nupi, η_d=0.0008, κ_P=3.0, κ_I=0.0001, ν=0.0, γ lr=0.002"}

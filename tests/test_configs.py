@@ -340,3 +340,11 @@ def test_synthetic_mocap_never_overwrites_other_files(tmp_path):
     with pytest.raises(DataIntegrityError, match="refusing to overwrite"):
         write_synthetic_case(tmp_path)
     assert (tmp_path / "motion_run.pkl").read_bytes() == b"the real data"
+
+
+def test_gamma_lr_is_recorded_in_the_run_hparams(tmp_path):
+    from ace.utils.run_info import run_hparams
+
+    plain = run_hparams(compose_cfg(["experiment=nbody_segnn_ace"], tmp_path))
+    own = run_hparams(compose_cfg(["experiment=nbody_segnn_ace", "model.gamma_lr=2e-3"], tmp_path))
+    assert "gamma_lr" not in plain and own["gamma_lr"] == 2e-3

@@ -171,3 +171,43 @@ def test_augmentation_does_not_depend_on_how_often_the_model_is_evaluated(tmp_pa
     curves = losses("curves", "model.log_test_metric=true")
     assert curves == losses("no_curves", "model.log_test_metric=false",
                             "trainer.check_val_every_n_epoch=2")
+
+
+def test_gamma_lr_gives_gamma_a_parameter_group_of_its_own(tmp_path):
+    """One SGD step from the same start: θ moves alike, γ moves in proportion to its own lr."""
+    import lightning as L
+
+    from ace.core.homotopic import gammas, homotopic_branches
+
+    lr = 0.1
+
+    def one_step(*overrides: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, object]:
+        cfg = toy_cfg(tmp_path, "model.optimizer._target_=torch.optim.SGD", f"model.optimizer.lr={lr}",
+                      "~model.optimizer.fused", "test=false", "model.log_test_metric=false", *overrides)
+        L.seed_everything(0)
+        datamodule, module = build(cfg)
+        start = gammas(module.net).detach().clone()
+        theta0 = torch.cat([p.detach().flatten().clone() for n, p in module.net.named_parameters()
+                            if not n.endswith("gamma")])
+        L.Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_progress_bar=False,
+                  enable_checkpointing=False, limit_val_batches=0).fit(module, datamodule=datamodule)
+        theta = torch.cat([p.detach().flatten() for n, p in module.net.named_parameters()
+                           if not n.endswith("gamma")])
+        return start, gammas(module.net).detach() - start, theta - theta0, module
+
+    start, shared_gamma, shared_theta, _ = one_step()
+    same_start, own_gamma, own_theta, module = one_step("model.gamma_lr=0.3")
+    torch.testing.assert_close(same_start, start, rtol=0, atol=0)
+    assert shared_gamma.abs().min() > 0
+    torch.testing.assert_close(own_theta, shared_theta, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(own_gamma, shared_gamma * (0.3 / lr), rtol=1e-5, atol=1e-9)
+    others, own = module.optimizers()[0].optimizer.param_groups
+    assert own["lr"] == 0.3 and own["weight_decay"] == 0.0
+    assert {id(p) for p in own["params"]} == {id(b.gamma) for b in homotopic_branches(module.net)}
+    assert len(others["params"]) + len(own["params"]) == len(list(module.net.parameters()))
+
+
+def test_gamma_lr_is_refused_when_not_positive(tmp_path):
+    cfg = toy_cfg(tmp_path, "model.gamma_lr=0.0")
+    with pytest.raises(Exception, match="model.gamma_lr must be a positive learning rate"):
+        build(cfg)

@@ -107,7 +107,7 @@ def test_other_nbody_experiments_train(tmp_path, data_dir, experiment):
 
 
 NUPI = ("constraint.dual_optimizer=nupi", "constraint.dual_kp=3.0", "constraint.dual_ki=0.1",
-        "constraint.dual_ema_nu=0.2", "constraint.penalty=0.5")
+        "constraint.dual_ema_nu=0.2", "constraint.penalty=0.5", "model.gamma_lr=2e-3")
 
 
 @pytest.mark.parametrize("dual", [(), NUPI], ids=["adam", "nupi_penalty"])

@@ -227,16 +227,28 @@ def dual_label(run: RunLog) -> str:
         label += f", κ_P={dual.get('dual_kp')}, κ_I={dual.get('dual_ki')}, ν={dual.get('dual_ema_nu')}"
     if dual.get("penalty"):
         label += f", c={dual['penalty']}"
+    if hparams.get("gamma_lr") is not None:
+        label += f", γ lr={hparams['gamma_lr']}"
     return label
 
 
+def experiment_of(run: RunLog) -> str:
+    """The experiment config a run was launched with (its ``experiment=`` override), else its
+    name: runs renamed with ``name=...`` for a study still share their experiment's figure."""
+    for override in run.results.get("overrides") or []:
+        if override.startswith("experiment="):
+            return override.split("=", 1)[1]
+    return run.name
+
+
 def plot_gamma_by_dual(runs: list[RunLog], out: Path) -> list[Path]:
-    """Per experiment run with at least two dual updates: max_i |γ_i| against the training step,
-    every run drawn, one colour per dual update (``gamma_max_by_dual_<experiment>``)."""
+    """Per experiment (:func:`experiment_of`) run with at least two dual updates: max_i |γ_i|
+    against the training step, every run drawn, one colour per dual update
+    (``gamma_max_by_dual_<experiment>``)."""
     by_name: dict[str, dict[str, list[RunLog]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         if "ace/gamma_max" in run.metrics.columns and run.results.get("hparams"):
-            by_name[run.name][dual_label(run)].append(run)
+            by_name[experiment_of(run)][dual_label(run)].append(run)
     written: list[Path] = []
     for name, groups in sorted(by_name.items()):
         if len(groups) < 2:

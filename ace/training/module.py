@@ -32,7 +32,13 @@ from torch import nn
 
 from ace.core.constraints import HomotopyConstraint
 from ace.core.equivariance import equivariance_error
-from ace.core.homotopic import equivariant_mode, gammas, num_gammas, relaxed_mode
+from ace.core.homotopic import (
+    equivariant_mode,
+    gammas,
+    homotopic_branches,
+    num_gammas,
+    relaxed_mode,
+)
 from ace.core.step import primal_dual_step
 from ace.data.base import Task
 from ace.training.callbacks import ReplicaConsistency, ValidateOnLastEpoch
@@ -72,6 +78,11 @@ class ACEModule(L.LightningModule):
         regularizer: optional ``regularizer(net) -> scalar`` added to the training loss after
             each forward (logged as ``train/regularizer``), e.g. the Lie-derivative penalty of
             the "SEGNN Rel." baseline (:class:`ace.models.relaxation.LieDerivativePenalty`).
+        gamma_lr: None: the γ_i share the primal optimizer's parameter group (the paper, §4).
+            A float puts the γ_i in a parameter group of their own with this learning rate and
+            no weight decay (a decay would pull γ to 0 on its own, outside the constraint). Adam
+            moves each γ by at most about its lr per step, so the lr sets how fast the dual can
+            drive γ 1 → 0.
 
     Training and evaluation transforms (SO(3) augmentation, rotated test clouds) are the data
     module's ``train_transform`` / ``eval_transform`` (see :mod:`ace.data.transforms`).
@@ -91,6 +102,7 @@ class ACEModule(L.LightningModule):
         seed: int = 0,
         log_test_metric: bool = True,
         regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
+        gamma_lr: float | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -104,6 +116,9 @@ class ACEModule(L.LightningModule):
         self.seed = seed
         self.log_test_metric = log_test_metric
         self.regularizer = regularizer
+        if gamma_lr is not None and not gamma_lr > 0:
+            raise ValueError(f"model.gamma_lr must be a positive learning rate or null, got {gamma_lr}")
+        self.gamma_lr = gamma_lr
 
         self.num_gammas = num_gammas(net)
         self.modes = MODES if self.num_gammas > 0 else ("eq",)
@@ -146,11 +161,24 @@ class ACEModule(L.LightningModule):
         self.train_transform = getattr(datamodule, "train_transform", None)
         self.eval_transform = getattr(datamodule, "eval_transform", None)
 
-    def configure_optimizers(self):
+    def primal_parameter_groups(self) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
+        """θ, γ and the slacks u; with ``gamma_lr``, the γ_i as a group of their own."""
         params = list(self.net.parameters())
         if self.constraint is not None:
             params += self.constraint.primal_parameters()
-        primal = self.optimizer_factory(params)
+        if self.gamma_lr is None:
+            return params
+        gamma_params = [branch.gamma for branch in homotopic_branches(self.net)]
+        if not gamma_params:
+            raise ValueError("model.gamma_lr is set but the model has no homotopic branches (no γ)")
+        ids = {id(p) for p in gamma_params}
+        return [
+            {"params": [p for p in params if id(p) not in ids]},
+            {"params": gamma_params, "lr": self.gamma_lr, "weight_decay": 0.0},
+        ]
+
+    def configure_optimizers(self):
+        primal = self.optimizer_factory(self.primal_parameter_groups())
         optimizers = [primal]
         if self.constraint is not None:
             optimizers.append(self.constraint.make_dual_optimizer())

@@ -28,6 +28,8 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     }
     if "_target_" in constraint and "dual_optimizer" in constraint:  # the dual update (issue 16)
         hparams["dual"] = {k: constraint.get(k) for k in DUAL_KEYS if k in constraint}
+    if OmegaConf.select(cfg, "model.gamma_lr") is not None:  # γ's own learning rate (issue 16)
+        hparams["gamma_lr"] = OmegaConf.select(cfg, "model.gamma_lr")
     return hparams
 
 
