@@ -20,12 +20,14 @@ EXPECTED = {  # experiment: (constraint class or None, train-time params, augmen
     "nbody_segnn": (None, 147_424, False),
     "nbody_segnn_ace": ("EqualityConstraint", 937_960, False),
     "nbody_segnn_ace_resilient": ("ResilientConstraint", 937_960, False),
+    "nbody_segnn_ace_nupi": ("EqualityConstraint", 937_960, False),
     "nbody_segnn_aug": (None, 937_960, True),
     "nbody_segnn_rel": (None, 344_032, True),
     "mocap_egno": (None, 1_192_684, False),
     "mocap_egno_ace": ("EqualityConstraint", 1_304_762, False),
     "mocap_egno_ace_resilient": ("ResilientConstraint", 1_304_762, False),
     "mocap_egno_ace_onesided": ("OneSidedConstraint", 1_304_762, False),
+    "mocap_egno_ace_nupi": ("EqualityConstraint", 1_304_762, False),
     "qm9_schnet": (None, 127_553, False),
     "qm9_schnet_ace": ("EqualityConstraint", 153_543, False),
     "qm9_segnn": (None, 1_033_525, False),
@@ -348,3 +350,17 @@ def test_gamma_lr_is_recorded_in_the_run_hparams(tmp_path):
     plain = run_hparams(compose_cfg(["experiment=nbody_segnn_ace"], tmp_path))
     own = run_hparams(compose_cfg(["experiment=nbody_segnn_ace", "model.gamma_lr=2e-3"], tmp_path))
     assert "gamma_lr" not in plain and own["gamma_lr"] == 2e-3
+
+
+@pytest.mark.parametrize("experiment", ["nbody_segnn_ace_nupi", "mocap_egno_ace_nupi"])
+def test_recommended_nupi_configs_change_only_the_dual_update(experiment, tmp_path):
+    """The issue-16 configs are their paper row with a nuPI dual (and, on MoCap, γ's own lr)."""
+    base = compose_cfg([f"experiment={experiment.removesuffix('_nupi')}"], tmp_path)
+    ours = compose_cfg([f"experiment={experiment}"], tmp_path)
+    assert OmegaConf.to_container(ours.constraint) == {
+        **OmegaConf.to_container(base.constraint), "dual_optimizer": "nupi", "dual_lr": 1.0,
+        "dual_kp": 30.0, "dual_ki": 1e-3, "dual_ema_nu": 0.0}
+    assert ours.model.gamma_lr == 2e-3 and base.model.gamma_lr is None
+    for key in ("data", "trainer"):
+        assert OmegaConf.to_container(ours[key]) == OmegaConf.to_container(base[key])
+    assert OmegaConf.to_container(ours.model.optimizer) == OmegaConf.to_container(base.model.optimizer)

@@ -63,6 +63,10 @@ TABLES: tuple[Table, ...] = (
                 "mocap_egno_ace_resilient", "eq"),
             Row("EGNO ACE resilient f_eq+f_neq (corrected Alg. 2, not in the paper)",
                 "mocap_egno_ace_resilient", "relaxed"),
+            # ours (issue 16): Alg. 1 with a nuPI dual and γ's own lr; no paper value
+            Row("EGNO ACE f_eq, nuPI dual (ours, not in the paper)", "mocap_egno_ace_nupi", "eq"),
+            Row("EGNO ACE f_eq+f_neq, nuPI dual (ours, not in the paper)", "mocap_egno_ace_nupi",
+                "relaxed"),
         ),
         note="ACE‡ (the paper's 23.8 ± 1.5 / 7.4 ± 0.2) is printed beside the authors' one-sided "
              "γ ≤ 0 mode, which most likely produced it (experiments.md §4.3); the corrected "
@@ -83,6 +87,10 @@ TABLES: tuple[Table, ...] = (
             Row("SEGNN ACE† f_eq", "nbody_segnn_ace", "eq", {"": "3.8 ± 0.17"}),
             Row("SEGNN ACE (resilient) f_eq+f_neq", "nbody_segnn_ace_resilient", "relaxed"),
             Row("SEGNN ACE (resilient) f_eq", "nbody_segnn_ace_resilient", "eq"),
+            # ours (issue 16): Alg. 1 with a nuPI dual; no paper value
+            Row("SEGNN ACE f_eq+f_neq, nuPI dual (ours, not in the paper)", "nbody_segnn_ace_nupi",
+                "relaxed"),
+            Row("SEGNN ACE f_eq, nuPI dual (ours, not in the paper)", "nbody_segnn_ace_nupi", "eq"),
         ),
     ),
     Table(
@@ -133,12 +141,14 @@ TABLE3: dict[str, tuple[int, float, float]] = {
     "nbody_segnn": (147_424, 1.368, 0.505),
     "nbody_segnn_ace": (937_960, 1.512, 0.527),
     "nbody_segnn_ace_resilient": (937_960, 1.512, 0.527),
+    "nbody_segnn_ace_nupi": (937_960, 1.512, 0.527),
     "qm9_segnn": (1_033_525, 118.403, 11.152),
     "qm9_segnn_ace": (9_869_667, 129.039, 11.402),
     "mocap_egno": (1_197_176, 0.702, 0.130),
     "mocap_egno_ace": (1_304_762, 1.106, 0.130),
     "mocap_egno_ace_resilient": (1_304_762, 1.106, 0.130),
     "mocap_egno_ace_onesided": (1_304_762, 1.106, 0.130),
+    "mocap_egno_ace_nupi": (1_304_762, 1.106, 0.130),
     "qm9_schnet": (127_553, 10.389, 0.944),
     "qm9_schnet_ace": (153_543, 11.126, 0.947),
     "modelnet40_vndgcnn": (2_899_830, 57.826, 5.954),
