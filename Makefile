@@ -11,7 +11,7 @@ ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ace-installed
 
-.PHONY: help install install-qm9pack train test test-full bench reproduce-nbody reproduce-nbody-cpu clean
+.PHONY: help install install-qm9pack train test test-full bench gpu-check reproduce-nbody reproduce-nbody-cpu clean
 
 help:  ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -44,6 +44,13 @@ bench: install  ## run the benchmarks; JSON under outputs/bench/
 	$(PY) scripts/bench_qm9.py
 	$(PY) scripts/bench_mocap.py
 	$(PY) scripts/bench_vn_dgcnn.py
+
+# On a CUDA machine, in under 5 minutes: `pytest -m cuda`, one debug=smoke epoch of every
+# experiment on the GPU, N-body SEGNN vanilla / ACE s/epoch against Table 3 (RTX A5000).
+# Without CUDA it says so and exits 0. The CPU dry run (what tests/test_gpu_check.py runs):
+#   make gpu-check ARGS="--device cpu --epochs 2 --max-samples 200 --experiments nbody_segnn_ace"
+gpu-check: install  ## on CUDA: cuda tests, a smoke epoch of each experiment, N-body s/epoch (outputs/bench/gpu.json)
+	$(PY) scripts/gpu_check.py $(ARGS)
 
 # Paper protocol for N-body (Table 2 left, Figs. 2 and 6): the Table 4 grids, 5 seeds, 2000 epochs.
 # 75 ACE + 25 vanilla + 25 augmented + 25 SEGNN Rel. runs of about 1 GPU-hour each: use a cluster,

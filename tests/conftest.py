@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -84,3 +85,42 @@ def metric_value(task, batches: list[tuple[torch.Tensor, object]], name: str | N
     for pred, batch in batches:
         metric.update(*task.metric_inputs(pred, batch))
     return float(metric.compute())
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices: a few fast tests run on "cpu" and "cuda" (issue 17). The cpu case is the original test;
+# the cuda case is marked `cuda` (select them with `pytest -m cuda`, as scripts/gpu_check.py does)
+# and skipped where CUDA is not available.
+# ---------------------------------------------------------------------------------------------
+CUDA_AVAILABLE = torch.cuda.is_available()
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+        not CUDA_AVAILABLE, reason="CUDA is not available (torch.cuda.is_available() is False)")]),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """The device a device-parametrised test runs on: ``cpu``, and ``cuda`` where available."""
+    return torch.device(request.param)
+
+
+def to_device(obj, device: torch.device | str):
+    """``obj`` on ``device``: a tensor, a dict of tensors (other values kept), or a module (a deep
+    copy unless it is already there, so module-scoped CPU fixtures stay on the CPU)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in obj.items()}
+    if isinstance(obj, torch.nn.Module):
+        first = next(obj.parameters(), None)
+        if first is not None and first.device == torch.device(device):
+            return obj
+        return copy.deepcopy(obj).to(device)
+    raise TypeError(f"to_device: unsupported {type(obj).__name__}")
+
+
+def accelerator(device: torch.device | str) -> str:
+    """The Lightning ``trainer.accelerator`` for ``device``."""
+    return "gpu" if torch.device(device).type == "cuda" else "cpu"

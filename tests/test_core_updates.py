@@ -34,10 +34,10 @@ class Toy(nn.Module):
         return self.branch(self.theta(x), x)
 
 
-def run_step(constraint, gamma0, lam0, u0=None, eta_p=ETA_P):
+def run_step(constraint, gamma0, lam0, u0=None, eta_p=ETA_P, device="cpu"):
     torch.manual_seed(0)
-    model = Toy(gamma0)
-    constraint = constraint.double()
+    model = Toy(gamma0).to(device)
+    constraint = constraint.double().to(device)
     with torch.no_grad():
         constraint.dual.fill_(lam0)
         if u0 is not None:
@@ -45,7 +45,7 @@ def run_step(constraint, gamma0, lam0, u0=None, eta_p=ETA_P):
     params = list(model.parameters()) + constraint.primal_parameters()
     primal = torch.optim.SGD(params, lr=eta_p)
     dual = constraint.make_dual_optimizer()
-    x = torch.ones(1, 1, dtype=torch.float64)
+    x = torch.ones(1, 1, dtype=torch.float64, device=device)
     loss = model(x).pow(2).sum()
     out = primal_dual_step(loss, gammas(model), constraint, primal, dual)
     return model, constraint, out
@@ -56,8 +56,9 @@ def grads(gamma):
     return {"theta": 2 * y_hat, "gamma": 2 * y_hat * 0.3, "phi": 2 * y_hat * gamma}
 
 
-def test_equality_step_alg1_by_hand():
-    model, c, out = run_step(EqualityConstraint(1, dual_lr=ETA_D), gamma0=1.0, lam0=0.2)
+def test_equality_step_alg1_by_hand(device):
+    model, c, out = run_step(EqualityConstraint(1, dual_lr=ETA_D), gamma0=1.0, lam0=0.2,
+                             device=device)
     # y_hat = 0.8: ∂J/∂θ = 1.6, ∂J/∂γ = 0.48, ∂J/∂φ = 1.6
     assert model.theta.weight.item() == pytest.approx(0.5 - 0.1 * 1.6, abs=1e-15)
     assert model.branch.f_neq.weight.item() == pytest.approx(0.3 - 0.1 * 1.6, abs=1e-15)
@@ -73,10 +74,11 @@ def test_equality_dual_is_never_projected():
 
 
 @pytest.mark.parametrize("gamma0", [1.0, -1.0])
-def test_resilient_step_corrected_alg2_by_hand(gamma0):
+def test_resilient_step_corrected_alg2_by_hand(gamma0, device):
     lam0, u0, rho = 0.2, 0.1, 1.0
     model, c, out = run_step(
-        ResilientConstraint(1, dual_lr=ETA_D, rho=rho), gamma0=gamma0, lam0=lam0, u0=u0
+        ResilientConstraint(1, dual_lr=ETA_D, rho=rho), gamma0=gamma0, lam0=lam0, u0=u0,
+        device=device,
     )
     g = grads(gamma0)
     sign = math.copysign(1.0, gamma0)
@@ -192,8 +194,8 @@ def test_one_sided_equals_equality_until_a_dual_reaches_zero():
 SLACKS = ([0.8, -0.3], [0.5, -0.1], [-0.2, 0.4], [0.1, 0.0], [0.3, -0.6])
 
 
-def _nupi(cls=EqualityConstraint, **kw):
-    c = cls(2, dual_lr=kw.pop("lr", 0.1), dual_optimizer="nupi", **kw).double()
+def _nupi(cls=EqualityConstraint, device="cpu", **kw):
+    c = cls(2, dual_lr=kw.pop("lr", 0.1), dual_optimizer="nupi", **kw).double().to(device)
     return c, c.make_dual_optimizer()
 
 
@@ -212,11 +214,11 @@ def _by_hand(kp, ki, nu, eta=0.1, lam0=(0.0, 0.0), project=False):
 
 @pytest.mark.parametrize("kp, ki, nu", [(3.0, 0.5, 0.3), (1.0, 1e-3, 0.0), (0.0, 1.0, 0.0),
                                         (2.0, 0.0, 0.9)])
-def test_nupi_dual_steps_follow_the_equations_by_hand(kp, ki, nu):
-    c, opt = _nupi(dual_kp=kp, dual_ki=ki, dual_ema_nu=nu)
+def test_nupi_dual_steps_follow_the_equations_by_hand(kp, ki, nu, device):
+    c, opt = _nupi(dual_kp=kp, dual_ki=ki, dual_ema_nu=nu, device=device)
     expected = _by_hand(kp, ki, nu)
     for s, lam in zip(SLACKS, expected):
-        c.dual_step(opt, torch.tensor(s, dtype=torch.float64))
+        c.dual_step(opt, torch.tensor(s, dtype=torch.float64, device=device))
         assert c.dual.tolist() == pytest.approx(lam, abs=1e-15)
     # the first step is η(κ_I + κ_P(1 − ν)) s_0 (ξ_{−1} = 0, not cooper's default SGD start)
     assert expected[0][0] == pytest.approx(0.1 * (ki + kp * (1 - nu)) * 0.8, abs=1e-15)

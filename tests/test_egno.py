@@ -23,7 +23,7 @@ from ace.data.mocap import MoCapFixedHeightRotation, MoCapRotation, MoCapTask, s
 from ace.data.mocap.task import HEIGHT_KEY as DATA_HEIGHT_KEY
 from ace.models import EGNO
 from ace.models.egno import HEIGHT_KEY, SpectralTimeConv, timestep_embedding
-from tests.conftest import float64
+from tests.conftest import float64, to_device
 
 # The literal edge-list evaluation is shared with scripts/bench_mocap.py, which times it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -113,12 +113,12 @@ def vertical_motion(batch_size: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("ace", [False, True])
-def test_f_eq_is_equivariant_to_vertical_rotations_and_horizontal_translations(ace):
+def test_f_eq_is_equivariant_to_vertical_rotations_and_horizontal_translations(ace, device):
     action = MoCapRotation()
     with float64():
-        model = small_egno(ace).eval()
-        batch = synthetic_batch()
-        g = vertical_motion(3, seed=1)
+        model = small_egno(ace).eval().to(device)
+        batch = to_device(synthetic_batch(), device)
+        g = vertical_motion(3, seed=1)  # drawn on the CPU: the action moves it to the batch
         with equivariant_mode(model):
             out = model(batch)
             moved = model(action.act_on_batch(batch, g))
@@ -273,10 +273,10 @@ def test_timestep_embedding_values():
     assert emb[3, 17].item() == pytest.approx(math.cos(3 * w1))
 
 
-def test_training_lowers_the_loss():
+def test_training_lowers_the_loss(device):
     task = MoCapTask()
-    model = small_egno(ace=True)
-    batch = synthetic_batch(dtype=torch.float32)
+    model = small_egno(ace=True).to(device)
+    batch = to_device(synthetic_batch(dtype=torch.float32), device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):

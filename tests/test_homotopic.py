@@ -39,9 +39,9 @@ def test_gammas_in_layer_order_and_init():
     assert all(isinstance(b, HomotopicBranch) for b in homotopic_branches(model))
 
 
-def test_equivariant_mode_skips_branches_and_their_batchnorm():
-    model = make_model().train()
-    x = torch.randn(8, 4)
+def test_equivariant_mode_skips_branches_and_their_batchnorm(device):
+    model = make_model().train().to(device)
+    x = torch.randn(8, 4).to(device)
     bn = model[0].branch.f_neq[0]
     with equivariant_mode(model):
         out_eq = model(x)
@@ -72,12 +72,12 @@ def test_gamma_zero_equals_projection():
     assert torch.allclose(model(x), out_eq, atol=0, rtol=0)
 
 
-def test_prune_removes_fneq_and_gamma_and_keeps_feq_outputs():
-    model = make_model().eval()
+def test_prune_removes_fneq_and_gamma_and_keeps_feq_outputs(device):
+    model = make_model().eval().to(device)
     pruned = prune(model)
     assert count_parameters(pruned) == count_parameters(vanilla())
     assert num_gammas(pruned) == 0 and num_gammas(model) == 2  # the original is untouched
-    x = torch.randn(6, 4)
+    x = torch.randn(6, 4).to(device)
     with equivariant_mode(model):
         assert torch.equal(pruned(x), model(x))
 

@@ -13,6 +13,7 @@ from ace.core.homotopic import count_parameters
 from ace.training.callbacks import ReplicaConsistency
 from ace.training.pipeline import _constraint_factory, export_pruned, train
 from ace.training.results import load_weights
+from tests.conftest import accelerator
 from tests.test_evaluation_contract import toy_cfg
 
 
@@ -84,10 +85,11 @@ def test_primal_lr_scheduler_steps_once_per_epoch(tmp_path):
     assert dual["param_groups"][0]["lr"] == pytest.approx(1e-2)  # the dual step size is constant
 
 
-def test_equivariance_error_is_measured_on_the_relaxed_model(tmp_path):
+def test_equivariance_error_is_measured_on_the_relaxed_model(tmp_path, device):
     def error(*overrides: str, net: dict | None = None) -> float:
         run_dir = tmp_path / str(len(list(tmp_path.iterdir())))
-        train(toy_cfg(run_dir, "trainer.max_epochs=1", "test=false", *overrides, net=net))
+        train(toy_cfg(run_dir, "trainer.max_epochs=1", "test=false",
+                      f"trainer.accelerator={accelerator(device)}", *overrides, net=net))
         return pd.read_csv(run_dir / "csv" / "metrics.csv")["equivariance/mean"].dropna().iloc[-1]
 
     assert error() > 1e-3  # f_neq reads raw x: the relaxed model is not invariant

@@ -33,7 +33,7 @@ from ace.models.segnn.layout import (
     to_e3nn,
 )
 from ace.models.segnn.tensor_product import pair_layout
-from tests.conftest import float64
+from tests.conftest import float64, to_device
 
 try:  # the data module's action, when present
     from ace.data.nbody import NBodyRotation as _Action
@@ -277,21 +277,23 @@ def test_model_equals_e3nn_reference(models):
 # ------------------------------------------------------------------------------------------
 # equivariance
 # ------------------------------------------------------------------------------------------
-def _group_elements():
+def _group_elements(device="cpu"):
     rots = list(random_rotations(3, torch.Generator().manual_seed(7), dtype=torch.float64))
     mirror = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
-    return rots + [-torch.eye(3, dtype=torch.float64), mirror, mirror @ rots[0]]
+    return [g.to(device) for g in rots + [-torch.eye(3, dtype=torch.float64), mirror,
+                                          mirror @ rots[0]]]
 
 
 def _max_equivariance_error(model, batch) -> float:
     out = model(batch)
-    return max(rel_err(model(transform(batch, R)), out @ R.T) for R in _group_elements())
+    return max(rel_err(model(transform(batch, R)), out @ R.T)
+               for R in _group_elements(out.device))
 
 
-def test_f_eq_is_o3_equivariant(models):
-    vanilla, ace = models
+def test_f_eq_is_o3_equivariant(models, device):
+    vanilla, ace = (to_device(m, device) for m in models)
     with float64(), torch.no_grad():
-        batch = make_batch()
+        batch = to_device(make_batch(), device)
         assert _max_equivariance_error(vanilla, batch) < 1e-10
         with equivariant_mode(ace):
             assert _max_equivariance_error(ace, batch) < 1e-10
@@ -337,11 +339,11 @@ class _LocalNBodyRotation(GroupAction):
         return torch.einsum("bij,bnj->bni", g, output)
 
 
-def test_equivariance_error_metric(models):
-    _, ace = models
+def test_equivariance_error_metric(models, device):
+    ace = to_device(models[1], device)  # CPU generators below: rotations drawn on the CPU
     action = _Action() if _Action is not None else _LocalNBodyRotation()
     with float64():
-        batch = make_batch(B=4, seed=2)
+        batch = to_device(make_batch(B=4, seed=2), device)
         ace.train()
         with equivariant_mode(ace):
             eq = equivariance_error(ace, batch, action, num_samples=3,

@@ -6,6 +6,11 @@ A :class:`GroupAction` says how one group element per sample acts on a data batc
 vector-valued field — inputs *and* targets, so the same action serves SO(3) augmentation) and on
 model outputs (ρ_Y). Models rebuild derived features (edge harmonics, distances, norms) from the
 raw inputs inside ``forward``, so acting on the raw fields is enough.
+
+Devices: group elements are drawn on the *generator's* device (the CPU for the CPU generators the
+LightningModule seeds, and for ``generator=None``), whatever torch's default device, and only then
+moved to the batch's device and dtype (:func:`draw_device`). A run therefore draws the same
+rotations on a CPU and on a GPU, and a CPU generator never meets a CUDA tensor.
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["GroupAction", "random_rotations", "equivariance_error"]
+__all__ = ["GroupAction", "draw_device", "random_rotations", "equivariance_error"]
+
+
+def draw_device(generator: torch.Generator | None) -> torch.device:
+    """Where random draws from ``generator`` are made: its own device, the CPU for None (torch's
+    global CPU stream, never the default device's)."""
+    return torch.device("cpu") if generator is None else generator.device
 
 
 def random_rotations(
@@ -24,8 +35,9 @@ def random_rotations(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """``n`` Haar-uniform rotation matrices [n, 3, 3] from normalised Gaussian quaternions."""
-    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    """``n`` Haar-uniform rotation matrices [n, 3, 3] from normalised Gaussian quaternions,
+    drawn on :func:`draw_device` (``generator``'s) in float64, returned on ``device``."""
+    q = torch.randn(n, 4, generator=generator, dtype=torch.float64, device=draw_device(generator))
     q = q / q.norm(dim=1, keepdim=True)
     w, x, y, z = q.unbind(1)
     rot = torch.stack(

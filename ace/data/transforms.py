@@ -14,7 +14,10 @@ validation and test batch, after the batch reached the device::
 Both draw from generators seeded by the run seed, the stage and the epoch (never from torch's
 global stream, which DataLoaders also draw from): augmentation does not depend on how often the
 model was evaluated, a run resumed at an epoch boundary is exact, an evaluation is reproducible,
-and both modes (f_eq and f_eq + γ f_neq) see the same transformed batches.
+and both modes (f_eq and f_eq + γ f_neq) see the same transformed batches. Those generators are
+CPU generators, also when the batch is on a GPU: a transform draws on the generator's device
+(:func:`ace.core.equivariance.draw_device`) and moves what it drew to the batch's device, so a
+run transforms its batches identically on every device.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ FINAL_TEST_EPOCH = -1
 
 def load_weights(module: ACEModule, path: Path) -> dict[str, Any]:
     """Load a Lightning checkpoint's module state (weights, γ, λ, u) into ``module``."""
-    checkpoint = torch.load(path, map_location=module.device, weights_only=False)
+    # on the CPU: only the weights are used, and load_state_dict copies them to the module's device
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     module.load_state_dict(checkpoint["state_dict"])
     return checkpoint
 

@@ -56,6 +56,8 @@ class MoCapDataModule(InMemoryDataModule):
             verified against the hashes recorded there; for smoke runs and tests).
         train_transform, eval_transform: batch transforms (:mod:`ace.data.transforms`); MoCap's
             augmentation rotates about the vertical axis: ``RandomGroupAction(action=MoCapRotation())``.
+        eval_batch_size: validation and test batch size (None: ``batch_size``), see
+            :class:`~ace.data.in_memory.InMemoryDataModule`.
     """
 
     splits = SPLITS
@@ -79,6 +81,7 @@ class MoCapDataModule(InMemoryDataModule):
         source: str = "official",
         train_transform: BatchTransform | None = None,
         eval_transform: BatchTransform | None = None,
+        eval_batch_size: int | None = None,
     ) -> None:
         if case not in CASE_FILES:
             raise ValueError(f"data.case={case!r} must be one of {sorted(CASE_FILES)}")
@@ -88,7 +91,7 @@ class MoCapDataModule(InMemoryDataModule):
         if source not in ("official", "synthetic"):
             raise ValueError(f"data.source={source!r} must be 'official' or 'synthetic'")
         super().__init__(batch_size, num_workers, drop_last, shuffle_seed, dtype,
-                         train_transform, eval_transform)
+                         train_transform, eval_transform, eval_batch_size)
         self.source = source
         self.data_dir = Path(data_dir)
         self.case = case

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torchmetrics.regression import MeanSquaredError
 
-from ace.core.equivariance import GroupAction, random_rotations
+from ace.core.equivariance import GroupAction, draw_device, random_rotations
 from ace.data.base import Task
 from ace.data.metrics import MetricSpec
 
@@ -73,12 +73,14 @@ class MoCapRotation(GroupAction):
     def sample(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         ref = self.reference_tensor(batch)
         n = self.batch_size(batch)
-        angles = torch.rand(n, generator=generator, dtype=torch.float64) * (2 * math.pi)
-        g = torch.zeros(n, 4, 4, dtype=torch.float64)
+        # drawn on the generator's device (CPU), then moved: the same elements on every device
+        on = {"dtype": torch.float64, "device": draw_device(generator)}
+        angles = torch.rand(n, generator=generator, **on) * (2 * math.pi)
+        g = torch.zeros(n, 4, 4, **on)
         g[:, :3, :3] = _y_rotations(angles)
         g[:, 3, 3] = 1.0
         if self.translation_std > 0:
-            shift = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+            shift = torch.randn(n, 2, generator=generator, **on)
             g[:, 0, 3] = shift[:, 0] * self.translation_std
             g[:, 2, 3] = shift[:, 1] * self.translation_std
         return g.to(dtype=ref.dtype, device=ref.device)

@@ -75,6 +75,8 @@ class ModelNet40DataModule(InMemoryDataModule):
             :class:`~ace.data.in_memory.InMemoryDataModule`.
         train_transform, eval_transform: batch transforms (default in the config: a random
             rotation of every cloud).
+        eval_batch_size: validation and test batch size (None: ``batch_size``), see
+            :class:`~ace.data.in_memory.InMemoryDataModule`.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class ModelNet40DataModule(InMemoryDataModule):
         dtype: str = "float32",
         train_transform: BatchTransform | None = None,
         eval_transform: BatchTransform | None = None,
+        eval_batch_size: int | None = None,
     ) -> None:
         if source not in SOURCES:
             raise ValueError(f"data.source={source!r} must be one of {list(SOURCES)}")
@@ -113,7 +116,7 @@ class ModelNet40DataModule(InMemoryDataModule):
             raise ValueError(f"data.val_fraction={val_fraction} must be in (0, 1): model "
                              f"selection needs a validation split (never the test set)")
         super().__init__(batch_size, num_workers, drop_last, shuffle_seed, dtype,
-                         train_transform, eval_transform)
+                         train_transform, eval_transform, eval_batch_size)
         dropout = RandomPointDropout(max_dropout_ratio) if point_dropout else None
         self.train_transform = _with_dropout(self.train_transform, dropout)
         self.eval_transform = _with_dropout(self.eval_transform, dropout)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ace.core.equivariance import GroupAction
+from ace.core.equivariance import GroupAction, draw_device
 from ace.data.modelnet40.task import POSITION_KEY
 
 __all__ = ["RandomPointDropout"]
@@ -36,8 +36,9 @@ class RandomPointDropout:
                  generator: torch.Generator | None = None) -> dict[str, Any]:
         pos = batch[POSITION_KEY]
         b, n = pos.shape[:2]
-        ratio = torch.rand(b, 1, generator=generator) * self.max_ratio
-        drop = (torch.rand(b, n, generator=generator) < ratio).to(pos.device)
+        on = draw_device(generator)  # drawn on the generator's device: the same on every device
+        ratio = torch.rand(b, 1, generator=generator, device=on) * self.max_ratio
+        drop = (torch.rand(b, n, generator=generator, device=on) < ratio).to(pos.device)
         out = dict(batch)
         out[POSITION_KEY] = torch.where(drop.unsqueeze(-1), pos[:, :1], pos)
         return out

@@ -45,6 +45,8 @@ class NBodyDataModule(InMemoryDataModule):
         shuffle_seed: the training order of epoch e is a permutation seeded by shuffle_seed + e.
         train_transform, eval_transform: batch transforms (:mod:`ace.data.transforms`), e.g. the
             SO(3) augmentation of the ``nbody_segnn_aug`` baseline.
+        eval_batch_size: validation and test batch size (None: ``batch_size``), see
+            :class:`~ace.data.in_memory.InMemoryDataModule`.
     """
 
     splits = sim.SPLITS  # ("train", "valid", "test")
@@ -67,6 +69,7 @@ class NBodyDataModule(InMemoryDataModule):
         shuffle_seed: int = 0,
         train_transform: BatchTransform | None = None,
         eval_transform: BatchTransform | None = None,
+        eval_batch_size: int | None = None,
     ) -> None:
         if max_samples is None:
             max_samples = num_train
@@ -79,7 +82,7 @@ class NBodyDataModule(InMemoryDataModule):
             if not 0 <= frame < sim.T_SAVE:
                 raise ValueError(f"data.{name}={frame} must be in [0, {sim.T_SAVE - 1}]")
         super().__init__(batch_size, num_workers, drop_last, shuffle_seed, dtype,
-                         train_transform, eval_transform)
+                         train_transform, eval_transform, eval_batch_size)
         self.data_dir = Path(data_dir)
         self.sizes = {"num_train": num_train, "num_valid": num_valid, "num_test": num_test}
         self.seed = seed

@@ -103,6 +103,15 @@ class SEGNNNBody(nn.Module):
             self._graph_cache[key] = (edge_index, node_graph)
         return self._graph_cache[key]
 
+    def __getstate__(self) -> dict:
+        """Pickled and deep-copied without the graph cache: its index tensors stay on the device
+        of the forward that built them (``.cpu()`` does not move a dict), so a model trained on a
+        GPU and saved whole (``feq_pruned.pt``) would otherwise need CUDA to load. The copy
+        rebuilds its graphs on first use."""
+        state = super().__getstate__()  # a copy of __dict__
+        state["_graph_cache"] = {}
+        return state
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loc, vel, charges = batch["loc"], batch["vel"], batch["charges"]
         B, n, _ = loc.shape
