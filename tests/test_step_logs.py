@@ -89,3 +89,23 @@ def test_a_non_finite_loss_is_reported_with_its_step_before_any_checkpoint(tmp_p
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_the_compiled_forward_trains_like_the_eager_one(tmp_path, device):
+    """``model.compile=true`` (torch.compile of the forward, both homotopic modes) through the
+    whole loop: the same epoch losses and validation metrics as eager, up to kernel rounding."""
+    from tests.conftest import accelerator
+
+    def run(name: str, *overrides: str) -> pd.DataFrame:
+        train(toy_cfg(tmp_path / name, "trainer.max_epochs=2", "test=false", "seed=3",
+                      f"trainer.accelerator={accelerator(device)}", *overrides))
+        return pd.read_csv(tmp_path / name / "csv" / "metrics.csv")
+
+    eager = run("eager")
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = run("compiled", "model.compile=true")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it was compiled
+    for key in ("train/loss_epoch", "val/acc/eq", "val/acc/relaxed"):
+        assert compiled[key].dropna().to_numpy() == pytest.approx(
+            eager[key].dropna().to_numpy(), rel=1e-4, abs=1e-5), key

@@ -47,10 +47,13 @@ unused (1,192,684 + 4,492).
 the same for every sample and time slot, so a gather over its 130 edges is one ``index_select`` of
 whole contiguous rows and an aggregation one ``index_add``. The first edge-MLP layer is split per
 endpoint (W [r; h_i; h_j; e] = w_r r + (W_i h)_i + (W_j h)_j + W_e e), so that its big products
-run on 31 nodes instead of 130 edges, and the edge batch is assembled in place. These are exact
-rewrites of the same function: ``tests/test_egno.py`` checks outputs and gradients against a
-literal edge-list evaluation (``scripts/egno_reference.py``) in float64, and
-``scripts/bench_mocap.py`` times both.
+run on 31 nodes instead of 130 edges, and the edge batch is assembled in place. The Fourier time
+convolution runs in real arithmetic (:func:`_real_dft_bases`: the DFT matrices of the kept modes
+and real block products) instead of FFTs on complex tensors, which also spares the transposed
+copies an FFT along dim 1 needs (about 1.1× per training step on the 2-core CPU). These are
+exact rewrites of the same function: ``tests/test_egno.py`` checks outputs and gradients against
+a literal edge-list evaluation with FFTs (``scripts/egno_reference.py``) in float64, and
+``scripts/bench_mocap.py`` times both (and, with ``--profile``, says where the time goes).
 """
 
 from __future__ import annotations
@@ -86,12 +89,47 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_positions: int = 10_000) -
     return emb
 
 
+def _real_dft_bases(steps: int, num_modes: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, int, list[int]]:
+    """``rfft`` (modes 0 … M−1) and ``irfft`` (n = ``steps``, other modes zero) as real matrices.
+
+    Modes are *real* (DC, and Nyquist for even T: X_m is real and a real inverse transform ignores
+    the imaginary part of Y_m) or *complex* (0 < m < T/2). With the R real modes first, then the K
+    complex ones, φ_m = 2πm/T (float64):
+
+    * ``forward`` [M + K, T]: rows cos(φ_m t) for all M modes, then −sin(φ_m t) for the complex
+      ones: Re X_m and Im X_m of X_m = Σ_t x_t e^{−iφ_m t};
+    * ``inverse`` [T, M + K]: y_t = Σ_m (c_m/T)(Re Y_m cos φ_m t − Im Y_m sin φ_m t), c_m = 1 for
+      real and 2 for complex modes (a mode and its conjugate), which is ``irfft``.
+
+    Returns them, R and the mode order.
+    """
+    modes = [m for m in range(num_modes) if m == 0 or 2 * m == steps]  # real: DC, Nyquist
+    real = len(modes)
+    complex_modes = [m for m in range(num_modes) if 0 < 2 * m < steps]
+    modes += complex_modes
+    t = torch.arange(steps, dtype=torch.float64)
+    phase = 2 * math.pi * torch.tensor(modes, dtype=torch.float64)[:, None] * t / steps
+    mult = torch.tensor([1.0] * real + [2.0] * len(complex_modes), dtype=torch.float64)
+    forward = torch.cat([torch.cos(phase), -torch.sin(phase[real:])])
+    inverse = torch.cat([torch.cos(phase) * mult[:, None],
+                         -2.0 * torch.sin(phase[real:])]).t() / steps
+    return forward, inverse, real, modes
+
+
 class SpectralTimeConv(nn.Module):
     """Fourier convolution along time (dim 1 of ``[N, T, ...,  C_in]``) on the lowest modes.
 
     ``rfft`` over T, keep modes 0 … ``num_modes``−1, multiply by complex weights
     ``W[c_in, c_out, mode]`` (stored as real pairs), ``irfft`` back to T points (the other modes
     are zero). ``residual``: return ``x + act(conv(x))``.
+
+    Computed in real arithmetic, the same linear map (:func:`_real_dft_bases`): one small product
+    reduces the T time slots to the mode coefficients, real block matrices mix the channels —
+    [Re X | Im X] [[W_r, W_i], [−W_i, W_r]] for a complex mode, Re X W_r for DC, whose imaginary
+    parts are zero or ignored — and one product expands the modes back to T slots. No FFT, no
+    complex tensors, no transposed copies of the [N, T, …] tensor, and the DC mode costs a
+    quarter of a complex one.
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_modes: int, init_scale: float,
@@ -100,16 +138,51 @@ class SpectralTimeConv(nn.Module):
         self.num_modes = num_modes
         self.weight = nn.Parameter(init_scale * torch.rand(in_channels, out_channels, num_modes, 2))
         self.activation = activation
+        self._bases: dict = {}
+
+    def __getstate__(self) -> dict:
+        """Pickled and deep-copied without the cached bases: they live on the device of the
+        forward that built them, so a model trained on a GPU and saved whole would otherwise need
+        CUDA to load. The copy rebuilds them on first use."""
+        state = super().__getstate__()
+        state["_bases"] = {}
+        return state
+
+    def bases(self, steps: int, like: torch.Tensor):
+        key = (steps, like.dtype, like.device)
+        if key not in self._bases:
+            fwd, inv, real, modes = _real_dft_bases(steps, self.num_modes)
+            self._bases[key] = (fwd.to(like), inv.to(like), real, modes)
+        return self._bases[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         steps = x.shape[1]
         if self.num_modes > steps // 2 + 1:
             raise ValueError(f"num_modes={self.num_modes} > {steps // 2 + 1} frequencies of "
                              f"{steps} time steps")
-        spectrum = torch.fft.rfft(x, dim=1)[:, : self.num_modes]
-        weight = torch.view_as_complex(self.weight.to(x.dtype))
-        mixed = torch.einsum("nm...i,iom->nm...o", spectrum, weight)
-        out = torch.fft.irfft(mixed, n=steps, dim=1)
+        fwd, inv, real, modes = self.bases(steps, x)
+        n, c_in = x.shape[0], x.shape[-1]
+        M = len(modes)  # = num_modes
+        K = fwd.shape[0] - M  # complex modes
+        # mode coefficients, mode-major: [M + K, rows = N·(the middle dims), C_in]
+        coeff = torch.matmul(fwd, x.reshape(n, steps, -1)).transpose(0, 1).reshape(M + K, -1, c_in)
+        w = self.weight.to(x.dtype)
+        if modes != list(range(M)):
+            w = w[:, :, modes]
+        wr, wi = w[..., 0].permute(2, 0, 1), w[..., 1].permute(2, 0, 1)  # [M, C_in, C_out]
+        mixed = []
+        if real:  # Re Y = Re X W_r
+            mixed.append(torch.bmm(coeff[:real], wr[:real]))
+        if K:  # [Re Y | Im Y] = [Re X | Im X] [[W_r, W_i], [−W_i, W_r]]
+            pair = torch.cat([coeff[real:M], coeff[M:]], dim=-1)
+            block = torch.cat([torch.cat([wr[real:], wi[real:]], dim=2),
+                               torch.cat([-wi[real:], wr[real:]], dim=2)], dim=1)
+            re_im = torch.bmm(pair, block)
+            mixed.extend(re_im.chunk(2, dim=-1))
+        mixed = torch.cat(mixed) if len(mixed) > 1 else mixed[0]  # [M + K, rows, C_out]
+        c_out = mixed.shape[-1]
+        out = torch.matmul(inv, mixed.view(M + K, n, -1).transpose(0, 1))  # [N, T, R_out]
+        out = out.view(*x.shape[:-1], c_out)
         if self.activation is not None:
             out = self.activation(out)
         return x + out
@@ -126,7 +199,11 @@ class SkeletonGraphOps:
         if edge_index.dim() != 2 or edge_index.shape[0] != 2 or edge_index.numel() == 0:
             raise ValueError(f"batch['edge_index'] must be one sample's graph [2, E], got shape "
                              f"{tuple(edge_index.shape)}")
-        if int(edge_index.max()) >= num_nodes or int(edge_index.min()) < 0:
+        # checked where it costs nothing (the loaders' CPU tensors, tests); on a GPU the check
+        # would read two values back to the host every forward (an out-of-range id still fails
+        # there, in index_select)
+        if edge_index.device.type == "cpu" and (
+                int(edge_index.max()) >= num_nodes or int(edge_index.min()) < 0):
             raise ValueError(
                 f"batch['edge_index'] holds node ids up to {int(edge_index.max())} but samples have "
                 f"{num_nodes} nodes: EGNO expects the per-sample graph (ids 0…{num_nodes - 1}, the "
