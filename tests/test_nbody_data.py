@@ -159,6 +159,19 @@ def test_train_loader_drop_last_and_epoch_shuffle(data_root):
     assert len(dm.test_dataloader()) == 1  # 20 samples, no drop_last
 
 
+def test_eval_batch_size_sets_the_evaluation_loaders_only(data_root):
+    dm = make_dm(data_root, batch_size=40, eval_batch_size=7)
+    dm.setup()
+    assert [b["loc"].shape[0] for b in dm.train_dataloader()] == [40, 40, 40]
+    val = list(dm.val_dataloader())
+    assert [b["loc"].shape[0] for b in val] == [7, 7, 6]  # 20 samples, every one kept
+    same = torch.cat([b["loc"] for b in make_dm(data_root).val_dataloader()])  # batch 40
+    assert torch.equal(torch.cat([b["loc"] for b in val]), same)  # same samples, same order
+    assert [b["loc"].shape[0] for b in dm.test_dataloader()] == [7, 7, 6]
+    with pytest.raises(ValueError, match="data.eval_batch_size=0"):
+        make_dm(data_root, eval_batch_size=0)
+
+
 def test_float64_and_getitem(data_root):
     dm = make_dm(data_root, dtype="float64")
     dm.setup()
