@@ -152,7 +152,8 @@ class HomotopyConstraint(nn.Module):
             return torch.optim.SGD([self.dual], lr=self.dual_lr)
         if self.dual_optimizer_name == "nupi":
             # λ's precision; 0-dim CPU tensors on purpose: they combine with λ on any device,
-            # and a checkpoint holding them resumes on a CPU or a GPU alike
+            # cooper's step branches on them (`.ne(0).any()`) without a device read-back, and a
+            # checkpoint holding them resumes on a CPU or a GPU alike
             kp, ki = torch.tensor([self.dual_kp, self.dual_ki], dtype=self.dual.dtype)
             return nuPI([self.dual], lr=self.dual_lr, Kp=kp, Ki=ki, ema_nu=self.dual_ema_nu,
                         init_type=nuPIInitType.ZEROS)
