@@ -314,6 +314,18 @@ def test_train_loader_epoch_shuffle_no_drop_last(prepared):
     assert [int(i) for b in val for i in b.idx] == _ids(dm.datasets["valid"])  # unshuffled
 
 
+def test_eval_batch_size_sets_the_evaluation_loaders_only(prepared):
+    dm = make_dm(prepared, eval_batch_size=3)
+    dm.setup()
+    assert [b.num_graphs for b in dm.train_dataloader()] == [8, 8, 4]  # batch_size
+    val = list(dm.val_dataloader())
+    assert all(b.num_graphs <= 3 for b in val) and val[0].num_graphs == 3
+    assert [int(i) for b in val for i in b.idx] == _ids(dm.datasets["valid"])  # same order
+    assert [int(i) for b in dm.test_dataloader() for i in b.idx] == _ids(dm.datasets["test"])
+    with pytest.raises(ValueError, match="data.eval_batch_size=0"):
+        make_dm(prepared, eval_batch_size=0)
+
+
 # -------------------------------------------------------------------------- task and action
 def _fake_batch(column: int, values: list[float]) -> SimpleNamespace:
     y = torch.zeros(len(values), 19)
