@@ -1,10 +1,12 @@
-"""Timing helpers shared by the model benchmarks (``bench_segnn.py``, ``bench_qm9.py``)."""
+"""Timing helpers shared by the benchmarks (``bench_segnn.py``, ``bench_qm9.py``,
+``bench_training.py``, ``gpu_check.py``)."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -91,3 +93,29 @@ def write_result(result: dict, out: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+
+
+def train_in_process(overrides: list[str], out: Path, callbacks: dict | None = None):
+    """Run ``train.py``'s pipeline in this process on ``configs/train.yaml`` + ``overrides``
+    (output under ``out``; ``logger=csv`` must be among them) and return its ``metrics.csv`` as a
+    DataFrame. ``callbacks`` replaces ``cfg.callbacks`` (Hydra ``_target_`` entries)."""
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from ace.training.pipeline import train
+
+    root = Path(__file__).resolve().parents[1]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(root / "configs")):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(out)
+        cfg.hydra.job.num = 0
+        if callbacks is not None:
+            cfg.callbacks = callbacks
+    HydraConfig.instance().set_config(cfg)
+    train(cfg)
+    return pd.read_csv(Path(out) / "csv" / "metrics.csv")

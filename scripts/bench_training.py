@@ -37,36 +37,24 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("ACE_ROOT", str(ROOT))
 
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
 
 from ace.data.nbody import NBodyDataModule  # noqa: E402
 from ace.models.segnn import SEGNNNBody  # noqa: E402
-from ace.training.pipeline import train  # noqa: E402
-from bench_common import make_train_step, time_round_robin, write_result  # noqa: E402
+from bench_common import (  # noqa: E402
+    make_train_step,
+    time_round_robin,
+    train_in_process,
+    write_result,
+)
 
 EXPERIMENTS = {"vanilla": "nbody_segnn", "ace": "nbody_segnn_ace"}
 STEPS_PER_EPOCH = 30  # 3,000 samples / batch 100 (drop_last)
 
 
-def compose_cfg(overrides: list[str], out: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
 def pipeline_seconds(experiment: str, epochs: int, out: Path, extra: list[str]) -> dict[str, list[float]]:
     """Seconds per training epoch and per validation pass of one run of the real pipeline."""
-    cfg = compose_cfg([
+    frame = train_in_process([
         f"experiment={experiment}",
         f"trainer.max_epochs={epochs}",
         "trainer.check_val_every_n_epoch=1",
@@ -77,8 +65,6 @@ def pipeline_seconds(experiment: str, epochs: int, out: Path, extra: list[str]) 
         "model.log_test_metric=false",
         *extra,
     ], out)
-    train(cfg)
-    frame = pd.read_csv(out / "csv" / "metrics.csv")
     return {"train": frame["time/train_epoch_s"].dropna().tolist(),
             "val": frame["time/val_epoch_s"].dropna().tolist()}
 

@@ -52,6 +52,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # bench_common
 os.environ.setdefault("ACE_ROOT", str(ROOT))
 
 import torch  # noqa: E402
@@ -251,12 +252,7 @@ def epoch_seconds(experiment: str, device: str, compile_model: bool, epochs: int
                   out: Path) -> dict[str, list[float]]:
     """Seconds of every training epoch of one run without validation (bench_training.py's
     protocol): ``synced`` (:class:`SyncedEpochTimer`) and ``module`` (``time/train_epoch_s``)."""
-    import pandas as pd
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from ace.training.pipeline import train
+    from bench_common import train_in_process  # after quiet_third_party, as every import here
 
     overrides = [
         f"experiment={experiment}",
@@ -275,15 +271,8 @@ def epoch_seconds(experiment: str, device: str, compile_model: bool, epochs: int
         "data.num_valid=10", "data.num_test=10",  # generated, never used
         f"data.batch_size={batch_size}",
     ]
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out)
-        cfg.hydra.job.num = 0
-        cfg.callbacks = {"synced_epoch_timer": {"_target_": "scripts.gpu_check.SyncedEpochTimer"}}
-    HydraConfig.instance().set_config(cfg)
-    train(cfg)
-    frame = pd.read_csv(out / "csv" / "metrics.csv")
+    frame = train_in_process(overrides, out, callbacks={
+        "synced_epoch_timer": {"_target_": "scripts.gpu_check.SyncedEpochTimer"}})
     return {"synced": frame["time/train_epoch_synced_s"].dropna().tolist(),
             "module": frame["time/train_epoch_s"].dropna().tolist()}
 

@@ -151,3 +151,18 @@ def test_a_saved_or_copied_nbody_segnn_carries_no_graphs_of_the_device_it_ran_on
     for copied in (loaded, copy.deepcopy(model)):
         assert copied._graph_cache == {}
         assert torch.allclose(copied(batch), out.cpu(), atol=1e-5)  # graphs rebuilt on the CPU
+
+
+def test_a_copied_egno_time_convolution_carries_no_bases_of_the_device_it_ran_on(device):
+    import copy
+
+    from ace.models.egno import SpectralTimeConv
+
+    torch.manual_seed(0)
+    conv = SpectralTimeConv(4, 4, num_modes=2, init_scale=0.1).to(device)
+    x = torch.randn(3, 5, 4)
+    out = conv(x.to(device))
+    assert conv._bases  # the forward cached its DFT bases, on its own device
+    copied = copy.deepcopy(conv.cpu())
+    assert copied._bases == {} and conv._bases  # the copy only
+    assert torch.allclose(copied(x), out.cpu(), atol=1e-6)  # bases rebuilt on the CPU

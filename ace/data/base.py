@@ -83,3 +83,12 @@ class TaskDataModule(L.LightningDataModule):
         super().__init__()
         self.train_transform = check_transform(train_transform, "data.train_transform")
         self.eval_transform = check_transform(eval_transform, "data.eval_transform")
+
+    def set_batch_sizes(self, batch_size: int, eval_batch_size: int | None) -> None:
+        """``self.batch_size`` (training) and ``self.eval_batch_size`` (validation and test;
+        None: ``batch_size``), both checked to be ≥ 1."""
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"data.{key}={value} must be >= 1")
+        self.batch_size = batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size

@@ -58,11 +58,7 @@ class InMemoryDataModule(TaskDataModule):
         super().__init__(train_transform, eval_transform)
         if dtype not in DTYPES:
             raise ValueError(f"data.dtype={dtype!r} must be 'float32' or 'float64'")
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value is not None and value < 1:
-                raise ValueError(f"data.{key}={value} must be >= 1")
-        self.batch_size = batch_size
-        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+        self.set_batch_sizes(batch_size, eval_batch_size)
         self.num_workers = num_workers
         self.drop_last = drop_last
         self.shuffle_seed = shuffle_seed

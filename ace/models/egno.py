@@ -66,6 +66,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ace.core.homotopic import HomotopicBranch
+from ace.models.caches import DeviceCaches
 
 __all__ = ["EGNO", "EGNNLayer", "SpectralTimeConv", "timestep_embedding", "SkeletonGraphOps",
            "Linear", "HEIGHT_KEY"]
@@ -117,7 +118,7 @@ def _real_dft_bases(steps: int, num_modes: int
     return forward, inverse, real, modes
 
 
-class SpectralTimeConv(nn.Module):
+class SpectralTimeConv(DeviceCaches):
     """Fourier convolution along time (dim 1 of ``[N, T, ...,  C_in]``) on the lowest modes.
 
     ``rfft`` over T, keep modes 0 … ``num_modes``−1, multiply by complex weights
@@ -132,6 +133,8 @@ class SpectralTimeConv(nn.Module):
     quarter of a complex one.
     """
 
+    _device_caches = ("_bases",)  # see DeviceCaches
+
     def __init__(self, in_channels: int, out_channels: int, num_modes: int, init_scale: float,
                  activation: nn.Module | None = None) -> None:
         super().__init__()
@@ -139,14 +142,6 @@ class SpectralTimeConv(nn.Module):
         self.weight = nn.Parameter(init_scale * torch.rand(in_channels, out_channels, num_modes, 2))
         self.activation = activation
         self._bases: dict = {}
-
-    def __getstate__(self) -> dict:
-        """Pickled and deep-copied without the cached bases: they live on the device of the
-        forward that built them, so a model trained on a GPU and saved whole would otherwise need
-        CUDA to load. The copy rebuilds them on first use."""
-        state = super().__getstate__()
-        state["_bases"] = {}
-        return state
 
     def bases(self, steps: int, like: torch.Tensor):
         key = (steps, like.dtype, like.device)

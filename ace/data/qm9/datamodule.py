@@ -94,16 +94,12 @@ class QM9DataModule(TaskDataModule):
                            ("max_eval_samples", max_eval_samples)):
             if value is not None and value < 1:
                 raise ValueError(f"data.{key}={value} must be >= 1 or null")
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value is not None and value < 1:
-                raise ValueError(f"data.{key}={value} must be >= 1")
+        self.set_batch_sizes(batch_size, eval_batch_size)
         self.data_dir = Path(data_dir)
         self.split = split
         self.split_seed = int(split_seed)
         self.cormorant_num_train = int(cormorant_num_train)
         self.standardize = bool(standardize)
-        self.batch_size = batch_size
-        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.num_workers = num_workers
         self.url = url
         if source not in SOURCES:

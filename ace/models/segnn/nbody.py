@@ -23,6 +23,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from ace.models.caches import DeviceCaches
 from ace.models.segnn.irreps import balanced_irreps, weight_balanced_irreps
 from ace.models.segnn.segnn import SEGNN
 
@@ -41,12 +42,14 @@ def fully_connected_edge_index(
     return torch.stack((src.repeat(num_graphs) + offset, dst.repeat(num_graphs) + offset))
 
 
-class SEGNNNBody(nn.Module):
+class SEGNNNBody(DeviceCaches):
     """SEGNN N-body model: ``forward(batch) -> predicted positions [B, n, 3]``.
 
     ``batch`` is a dict with ``loc [B,n,3]``, ``vel [B,n,3]``, ``charges [B,n,1]`` (other keys,
     e.g. ``target``, are ignored).
     """
+
+    _device_caches = ("_graph_cache",)  # see DeviceCaches
 
     def __init__(
         self,
@@ -102,15 +105,6 @@ class SEGNNNBody(nn.Module):
             node_graph = torch.arange(B, device=device).repeat_interleave(n)
             self._graph_cache[key] = (edge_index, node_graph)
         return self._graph_cache[key]
-
-    def __getstate__(self) -> dict:
-        """Pickled and deep-copied without the graph cache: its index tensors stay on the device
-        of the forward that built them (``.cpu()`` does not move a dict), so a model trained on a
-        GPU and saved whole (``feq_pruned.pt``) would otherwise need CUDA to load. The copy
-        rebuilds its graphs on first use."""
-        state = super().__getstate__()  # a copy of __dict__
-        state["_graph_cache"] = {}
-        return state
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loc, vel, charges = batch["loc"], batch["vel"], batch["charges"]
